@@ -1,0 +1,1 @@
+"""The FastAPI service the launcher supervises. It reads only its environment."""

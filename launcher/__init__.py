@@ -1,0 +1,1 @@
+"""A DB-aware supervisor for an ASGI service: see DESIGN.md."""

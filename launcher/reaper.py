@@ -1,0 +1,64 @@
+"""PID 1 duties: the only waitpid(-1) of the program, and signal plumbing.
+
+Orphans (grandchildren whose parent died) are re-parented to PID 1, or to us when we
+are a child subreaper; reaping them all here keeps the process table clean. Statuses
+of processes we started go back to the caller; the rest are reaped silently.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+from typing import Callable, Iterator
+
+from launcher.machine import ExitStatus
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def become_subreaper() -> bool:
+    """Adopt orphaned descendants even when not PID 1, so none outlives the launcher."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def decode(status: int) -> ExitStatus:
+    if os.WIFSIGNALED(status):
+        return ExitStatus(signal=os.WTERMSIG(status))
+    return ExitStatus(code=os.waitstatus_to_exitcode(status))
+
+
+def reap_all() -> Iterator[tuple[int, ExitStatus]]:
+    """Every child that has ended since the last call, without blocking."""
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        yield pid, decode(status)
+
+
+# Signals and what they ask of the launcher; the rest of the handled set is forwarded.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
+RELOAD_SIGNALS = (signal.SIGHUP,)
+FORWARDED_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH)
+
+
+def install(loop_add: Callable[[int, Callable[[], None]], None],
+            on_stop: Callable[[signal.Signals], None],
+            on_reload: Callable[[], None],
+            on_forward: Callable[[signal.Signals], None],
+            on_child: Callable[[], None]) -> None:
+    """Route each signal to its handler; handlers run in the loop, never in signal context."""
+    for sig in STOP_SIGNALS:
+        loop_add(sig, lambda s=sig: on_stop(s))
+    for sig in RELOAD_SIGNALS:
+        loop_add(sig, on_reload)
+    for sig in FORWARDED_SIGNALS:
+        loop_add(sig, lambda s=sig: on_forward(s))
+    loop_add(signal.SIGCHLD, on_child)

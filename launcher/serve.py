@@ -1,0 +1,54 @@
+"""The child's entry: uvicorn run programmatically on sockets the launcher hands over.
+
+Running uvicorn from our own entry (not its CLI) lets the child serve the shared
+public socket and a private one that only the launcher talks to (liveness), and
+report readiness on a pipe the instant uvicorn's startup completes. This module
+must stay light: it runs in every child and adds to its cold start.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+
+import uvicorn
+
+
+class NotifyingServer(uvicorn.Server):
+    """A uvicorn server that writes one line to `notify_fd` once it accepts requests."""
+
+    def __init__(self, config: uvicorn.Config, notify_fd: int) -> None:
+        super().__init__(config)
+        self.notify_fd = notify_fd
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started:
+            os.write(self.notify_fd, b"ready\n")
+            os.close(self.notify_fd)
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m launcher.serve")
+    parser.add_argument("app", help="ASGI app as module:attribute")
+    parser.add_argument("--fd", type=int, action="append", required=True, help="listening socket to serve")
+    parser.add_argument("--notify-fd", type=int, required=True, help="pipe to report readiness on")
+    parser.add_argument("--log-level", default="info")
+    parser.add_argument("--no-access-log", action="store_true")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str]) -> None:
+    args = parse(argv)
+    sys.path.insert(0, os.getcwd())
+    config = uvicorn.Config(
+        args.app, log_level=args.log_level, access_log=not args.no_access_log, lifespan="on",
+    )
+    # socket.socket(fileno=...) reads the family from the fd, unlike uvicorn's own --fd.
+    sockets = [socket.socket(fileno=fd) for fd in args.fd]
+    NotifyingServer(config, args.notify_fd).run(sockets=sockets)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

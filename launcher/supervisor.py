@@ -1,0 +1,203 @@
+"""The I/O shell around the state machine: turns signals, probes, pipes and timers
+into events, and carries out the actions the machine returns. It decides nothing.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import signal
+import socket
+from typing import Callable, Mapping
+
+import psutil
+
+from launcher import machine
+from launcher.child import Spawned, child_environment, signal_group, spawn_server, spawn_step
+from launcher.config import Config
+from launcher.dbprobe import ProbeResult
+from launcher.machine import ExitCode
+from launcher.reaper import install, reap_all
+from launcher.unavailable import Unavailable
+from launcher.watchers import DbWatcher, check_liveness
+
+
+class Supervisor:
+    def __init__(self, cfg: Config, listener: socket.socket, environ: Mapping[str, str], log: logging.Logger) -> None:
+        self.cfg = cfg
+        self.listener = listener
+        self.env = child_environment(cfg, environ)
+        self.log = log
+        self.procs: dict[int, Spawned] = {}  # the machine's process ids -> what runs
+        self.pids: dict[int, int] = {}  # OS pid -> the machine's process id
+        self.timer: asyncio.TimerHandle | None = None
+
+    async def run(self) -> int:
+        self.loop = asyncio.get_running_loop()
+        self.state = machine.initial(self.loop.time())
+        self.done: asyncio.Future[int] = self.loop.create_future()
+        self.unavailable = Unavailable(self.listener, self.reason)
+        install(self.loop.add_signal_handler, self.on_stop_signal, self.on_reload_signal,
+                self.on_forward_signal, self.on_sigchld)
+        watcher = DbWatcher(self.cfg, lambda r: self.loop.call_soon_threadsafe(self.on_probe, r))
+        watcher.start()
+        liveness = self.loop.create_task(self.liveness_loop())
+        self.feed(machine.Tick(self.loop.time()))
+        try:
+            return await self.done
+        finally:
+            watcher.stop()
+            liveness.cancel()
+            self.unavailable.close()
+            self.kill_leftovers()
+
+    def reason(self) -> str:
+        return machine.UNAVAILABLE_REASON.get(machine.phase(self.state, self.loop.time()), "unavailable")
+
+    # Events in --------------------------------------------------------------------
+
+    def feed(self, event: machine.Event) -> None:
+        self.state, actions = machine.step(self.cfg, self.state, event)
+        self.unavailable.set(machine.accepting(self.state))
+        for action in actions:
+            self.ACTIONS[type(action)](self, action)
+        self.reschedule()
+
+    def now(self) -> float:
+        return self.loop.time()
+
+    def on_probe(self, result: ProbeResult) -> None:
+        self.feed(machine.DbProbed(self.now(), result.ok, result.reason, result.detail))
+
+    def on_stop_signal(self, sig: signal.Signals) -> None:
+        self.feed(machine.StopRequested(self.now(), f"got {sig.name}"))
+
+    def on_reload_signal(self) -> None:
+        self.feed(machine.ReloadRequested(self.now()))
+
+    def on_forward_signal(self, sig: signal.Signals) -> None:
+        serving = self.state.serving
+        if serving and serving.id in self.procs:
+            signal_group(self.procs[serving.id].pid, sig)
+
+    def on_sigchld(self) -> None:
+        for pid, status in reap_all():
+            proc = self.pids.pop(pid, None)
+            if proc is None:
+                self.log.debug("reaped orphan %d (%s)", pid, status)
+                continue
+            self.forget(proc)
+            signal_group(pid, signal.SIGKILL)  # whatever the leader left in its group
+            self.feed(machine.ProcExited(self.now(), proc, status, random.random()))
+
+    def on_ready(self, proc: int) -> None:
+        spawned = self.procs.get(proc)
+        if spawned is None or spawned.ready_fd is None:
+            return
+        data = os.read(spawned.ready_fd, 64)
+        self.close_ready(spawned)
+        if data:
+            self.feed(machine.ChildReady(self.now(), proc))
+
+    async def liveness_loop(self) -> None:
+        live = self.cfg.liveness
+        while True:
+            await asyncio.sleep(live.interval)
+            serving = self.state.serving
+            spawned = self.procs.get(serving.id) if serving else None
+            if serving is None or spawned is None:
+                continue
+            ok, why = await check_liveness(spawned.private_address, live.path, live.timeout)
+            self.feed(machine.LivenessChecked(self.now(), serving.id, ok, why, random.random()))
+
+    def reschedule(self) -> None:
+        if self.timer:
+            self.timer.cancel()
+        wake = machine.next_wake(self.cfg, self.state)
+        self.timer = None if wake is None else self.loop.call_at(wake, lambda: self.feed(machine.Tick(self.now())))
+
+    # Actions out -------------------------------------------------------------------
+
+    def start_child(self, action: machine.StartChild) -> None:
+        try:
+            spawned = spawn_server(self.cfg, self.listener, self.env, str(action.proc))
+        except OSError as err:
+            self.log.error("cannot start the server child: %s", err)
+            self.finish(ExitCode.OS_ERROR)
+            return
+        self.track(action.proc, spawned)
+        assert spawned.ready_fd is not None
+        self.loop.add_reader(spawned.ready_fd, self.on_ready, action.proc)
+        self.log.info("started child %d (pid %d) serving %s", action.proc, spawned.pid, self.cfg.server.app)
+
+    def run_step(self, action: machine.RunStep) -> None:
+        step = self.cfg.prestart[action.index]
+        try:
+            spawned = spawn_step(step.command, self.env)
+        except OSError as err:
+            self.log.error("cannot run prestart step %r (%s): %s", step.name, " ".join(step.command), err)
+            self.finish(ExitCode.OS_ERROR)
+            return
+        self.track(action.proc, spawned)
+        self.log.info("running prestart step %r (pid %d): %s", step.name, spawned.pid, " ".join(step.command))
+
+    def stop_proc(self, action: machine.StopProc) -> None:
+        self.signal(action.proc, signal.SIGTERM)
+
+    def kill_proc(self, action: machine.KillProc) -> None:
+        self.signal(action.proc, signal.SIGKILL)
+
+    def exit_with(self, action: machine.Exit) -> None:
+        self.finish(action.code)
+
+    def write_log(self, action: machine.Log) -> None:
+        self.log.log(logging.getLevelName(action.level.upper()), action.message)
+
+    ACTIONS: dict[type, Callable[["Supervisor", machine.Action], None]] = {
+        machine.StartChild: start_child,
+        machine.RunStep: run_step,
+        machine.StopProc: stop_proc,
+        machine.KillProc: kill_proc,
+        machine.Exit: exit_with,
+        machine.Log: write_log,
+    }
+
+    # Bookkeeping -------------------------------------------------------------------
+
+    def track(self, proc: int, spawned: Spawned) -> None:
+        self.procs[proc] = spawned
+        self.pids[spawned.pid] = proc
+
+    def forget(self, proc: int) -> None:
+        spawned = self.procs.pop(proc, None)
+        if spawned is not None:
+            self.close_ready(spawned)
+
+    def close_ready(self, spawned: Spawned) -> None:
+        if spawned.ready_fd is not None:
+            self.loop.remove_reader(spawned.ready_fd)
+            os.close(spawned.ready_fd)
+            spawned.ready_fd = None
+
+    def signal(self, proc: int, sig: signal.Signals) -> None:
+        spawned = self.procs.get(proc)
+        if spawned is not None:
+            signal_group(spawned.pid, sig)
+
+    def finish(self, code: int) -> None:
+        if not self.done.done():
+            self.done.set_result(int(code))
+
+    def kill_leftovers(self) -> None:
+        """Nothing outlives the launcher: kill and reap any descendant still around."""
+        for spawned in self.procs.values():
+            signal_group(spawned.pid, signal.SIGKILL)
+        leftovers = psutil.Process().children(recursive=True)
+        for proc in leftovers:
+            try:
+                proc.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(leftovers, timeout=2)
+        list(reap_all())

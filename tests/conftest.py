@@ -1,0 +1,45 @@
+"""A real MariaDB server for the whole run, started by the suite on a free port."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+from localdb.server import MariaDB
+from tests.support import Launcher
+
+
+@pytest.fixture(scope="session")
+def mariadb_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MariaDB]:
+    server = MariaDB(tmp_path_factory.mktemp("mariadb"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def mariadb(mariadb_server: MariaDB) -> Iterator[MariaDB]:
+    """The shared server, up and unfrozen at the start and at the end of every test."""
+    if not mariadb_server.running:
+        mariadb_server.start()
+    yield mariadb_server
+    mariadb_server.resume()
+    if not mariadb_server.running:
+        mariadb_server.start()
+
+
+@pytest.fixture
+def launcher(tmp_path: Path, mariadb: MariaDB) -> Iterator[Callable[..., Launcher]]:
+    """Start launchers against the suite's MariaDB; each is stopped and checked for leftovers."""
+    started: list[Launcher] = []
+
+    def start(env: dict[str, str] | None = None, args: list[str] | None = None, **kw: object) -> Launcher:
+        merged = {**mariadb.env, **(env or {})}
+        item = Launcher(merged, tmp_path / f"launcher{len(started)}.log", args or [], **kw)  # type: ignore[arg-type]
+        started.append(item.start())
+        return item
+
+    yield start
+    for item in started:
+        item.stop()

@@ -1,0 +1,129 @@
+"""Config: every bad input gets one line naming the key, the value, its source and the fix."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from launcher.config import Config, ConfigError, Policy, load, masked, parse_duration
+from tests.support import ROOT
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    return path
+
+
+BAD_FILES = [
+    ("probe: [unclosed", "invalid YAML at line 1"),
+    ("- just\n- a list\n", "expected a mapping of sections at the top, got list"),
+    ("probe:\n  intervall: 1s\n", "probe.intervall (in "),
+    ("probe:\n  intervall: 1s\n", "unknown key; remove it or check its spelling"),
+    ("colour: blue\n", "colour (in "),
+    ("probe:\n  interval: soon\n", "probe.interval = 'soon'"),
+    ("probe:\n  interval: soon\n", "expected a duration like 500ms, 2s or 1m"),
+    ("probe:\n  interval: -1s\n", "probe.interval = '-1s'"),
+    ("probe:\n  interval: 0\n", "probe.interval = 0 (in"),
+    ("probe:\n  interval: 0\n", "greater than 0"),
+    ("server:\n  port: 70000\n", "server.port = 70000"),
+    ("server:\n  port: 70000\n", "less than or equal to 65535"),
+    ("server:\n  port: eighty\n", "server.port = 'eighty'"),
+    ("server:\n  app: not-an-import-path\n", "server.app = 'not-an-import-path'"),
+    ("on_db_loss: reboot\n", "on_db_loss = 'reboot'"),
+    ("on_db_loss: reboot\n", "'restart', 'swap', 'keep' or 'exit'"),
+    ("probe:\n  failures_before_down: 0\n", "probe.failures_before_down = 0"),
+    ("restart:\n  jitter: 2\n", "restart.jitter = 2"),
+    ("log:\n  format: xml\n", "log.format = 'xml'"),
+    ("prestart:\n  - name: migrate\n", "prestart.0.command (in "),
+    ("prestart:\n  - name: migrate\n", "required key is missing"),
+    ("prestart:\n  - name: x\n    command: []\n", "prestart.0.command = []"),
+    ("server:\n  access_log: maybe\n", "server.access_log = 'maybe'"),
+    ("database: 5\n", "database = 5"),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), BAD_FILES)
+def test_bad_config_file_names_the_problem(tmp_path: Path, text: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load(write(tmp_path, text), {})
+    assert expected in str(err.value)
+
+
+def test_bad_environment_value_names_the_variable() -> None:
+    with pytest.raises(ConfigError) as err:
+        load(None, {"LAUNCHER_PROBE_TIMEOUT": "fast"})
+    assert "probe.timeout = 'fast' (from LAUNCHER_PROBE_TIMEOUT)" in str(err.value)
+
+
+def test_bad_mysql_port_names_the_services_own_variable() -> None:
+    with pytest.raises(ConfigError) as err:
+        load(None, {"MYSQL_PORT": "0"})
+    assert "database.port = 0 (from MYSQL_PORT)" in str(err.value)
+
+
+def test_every_problem_is_reported_not_only_the_first(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        load(write(tmp_path, "server:\n  port: -1\nprobe:\n  timeout: x\n"), {})
+    assert len(str(err.value).splitlines()) == 2
+
+
+def test_missing_explicit_config_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read the config file"):
+        load(tmp_path / "nope.yaml", {})
+
+
+def test_unreadable_password_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="MYSQL_PASSWORD_FILE=.*cannot read the password file"):
+        load(None, {"MYSQL_PASSWORD_FILE": str(tmp_path / "missing")})
+
+
+def test_password_is_never_echoed_in_an_error() -> None:
+    with pytest.raises(ConfigError) as err:
+        load(None, {"MYSQL_PASSWORD": "hunter2", "LAUNCHER_DATABASE_PASSWORD": "x", "MYSQL_PORT": "x"})
+    assert "hunter2" not in str(err.value)
+
+
+def test_durations_accept_units() -> None:
+    assert [parse_duration(v) for v in ("500ms", "2s", "1m", "1h", 3, "1.5")] == [0.5, 2, 60, 3600, 3, 1.5]
+
+
+def test_environment_overrides_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "probe:\n  interval: 5s\non_db_loss: keep\n")
+    cfg = load(path, {"LAUNCHER_PROBE_INTERVAL": "250ms", "LAUNCHER_ON_DB_LOSS": "swap", "MYSQL_HOST": "db"})
+    assert (cfg.probe.interval, cfg.on_db_loss, cfg.database.host) == (0.25, Policy.SWAP, "db")
+
+
+def test_password_file_is_read_and_its_newline_dropped(tmp_path: Path) -> None:
+    secret = tmp_path / "pw"
+    secret.write_text("s3cret\n")
+    cfg = load(None, {"MYSQL_PASSWORD_FILE": str(secret), "MYSQL_PASSWORD": "ignored"})
+    assert cfg.database.password.get_secret_value() == "s3cret"
+
+
+def test_numeric_looking_password_stays_text() -> None:
+    assert load(None, {"MYSQL_PASSWORD": "0123"}).database.password.get_secret_value() == "0123"
+
+
+def test_masked_config_hides_the_password() -> None:
+    shown = masked(load(None, {"MYSQL_PASSWORD": "hunter2"}))
+    assert shown["database"]["password"] == "***"
+    assert "hunter2" not in repr(shown)
+
+
+def test_config_yaml_holds_every_knob_with_its_default() -> None:
+    """The shipped file is the documentation of the defaults: it must list them all, unchanged."""
+    data = yaml.safe_load((ROOT / "config.yaml").read_text())
+    assert Config.model_validate(data) == Config()
+    for section, model in Config.model_fields.items():
+        sub = getattr(model.annotation, "model_fields", None)
+        if sub:
+            assert set(data[section]) == set(sub), section
+    assert set(data) == set(Config.model_fields)
+
+
+def test_every_knob_has_a_comment() -> None:
+    for line in (ROOT / "config.yaml").read_text().splitlines():
+        if line.startswith("  ") and ":" in line and not line.lstrip().startswith(("-", "#", "command", "timeout", "name")):
+            assert "#" in line, f"no comment on: {line}"
