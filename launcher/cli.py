@@ -8,6 +8,8 @@ import json
 import os
 import socket
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import NoReturn, Sequence
 
@@ -20,6 +22,7 @@ from launcher.reaper import become_subreaper
 from launcher.supervisor import Supervisor
 
 DEFAULT_CONFIG = Path("config.yaml")
+HEALTHCHECK_TIMEOUT = 3.0
 
 
 class _Parser(argparse.ArgumentParser):
@@ -32,9 +35,9 @@ def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m launcher", description="Supervise an ASGI service that needs MySQL.")
     p.add_argument("--config", type=Path, default=None,
                    help="config file (default: $LAUNCHER_CONFIG, else ./config.yaml if present)")
-    p.add_argument("command", nargs="?", default="run", choices=["run", "config", "check-db"],
+    p.add_argument("command", nargs="?", default="run", choices=list(COMMANDS),
                    help="run: supervise the service; config: print the resolved config; "
-                        "check-db: probe the database once")
+                        "check-db: probe the database once; healthcheck: GET the service's health route")
     return p
 
 
@@ -72,6 +75,20 @@ def check_db(cfg: Config) -> int:
     return ExitCode.DB_UNAVAILABLE
 
 
+def healthcheck(cfg: Config) -> int:
+    """For Docker's HEALTHCHECK: one line and 0 only when the service answers 200."""
+    url = f"http://127.0.0.1:{cfg.server.port}{cfg.server.health_path}"
+    try:
+        with urllib.request.urlopen(url, timeout=HEALTHCHECK_TIMEOUT) as response:
+            print(f"{url}: {response.status}")
+            return ExitCode.OK
+    except urllib.error.HTTPError as err:
+        print(f"{url}: {err.code} {err.read(512).decode(errors='replace')}")
+    except (urllib.error.URLError, OSError) as err:
+        print(f"{url}: {getattr(err, 'reason', err)}")
+    return 1
+
+
 def bind(cfg: Config) -> socket.socket:
     """Bind the public port first, so a port in use fails at second zero, not after the DB is up."""
     family = socket.AF_INET6 if ":" in cfg.server.host else socket.AF_INET
@@ -96,4 +113,4 @@ def run(cfg: Config) -> int:
     return code
 
 
-COMMANDS = {"run": run, "config": show_config, "check-db": check_db}
+COMMANDS = {"run": run, "config": show_config, "check-db": check_db, "healthcheck": healthcheck}

@@ -70,6 +70,7 @@ class ServerConfig(_Section):
     access_log: bool = True
     stop_grace: Duration = Field(10.0, gt=0, le=3600)
     ready_timeout: Duration = Field(30.0, gt=0, le=3600)
+    health_path: str = Field("/api/health", pattern=r"^/\S*$")
 
 
 class DatabaseConfig(_Section):

@@ -8,11 +8,21 @@ must stay light: it runs in every child and adds to its cold start.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import socket
 import sys
 
 import uvicorn
+
+
+class _HideLauncherChecks(logging.Filter):
+    """Liveness checks come over the private unix socket, which has no client address;
+    keep them out of the access log, where they would drown the real requests."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        return not (isinstance(args, tuple) and args and not args[0])
 
 
 class NotifyingServer(uvicorn.Server):
@@ -45,6 +55,7 @@ def main(argv: list[str]) -> None:
     config = uvicorn.Config(
         args.app, log_level=args.log_level, access_log=not args.no_access_log, lifespan="on",
     )
+    logging.getLogger("uvicorn.access").addFilter(_HideLauncherChecks())
     # socket.socket(fileno=...) reads the family from the fd, unlike uvicorn's own --fd.
     sockets = [socket.socket(fileno=fd) for fd in args.fd]
     NotifyingServer(config, args.notify_fd).run(sockets=sockets)

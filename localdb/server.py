@@ -90,8 +90,12 @@ class MariaDB:
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
         )
         log.close()
-        self._wait_ready(timeout)
-        self._provision()
+        try:
+            self._wait_ready(timeout)
+            self._provision()
+        except BaseException:
+            self.kill()  # a half-started server must not outlive the failed start
+            raise
 
     def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout

@@ -34,9 +34,16 @@ def launcher(tmp_path: Path, mariadb: MariaDB) -> Iterator[Callable[..., Launche
     """Start launchers against the suite's MariaDB; each is stopped and checked for leftovers."""
     started: list[Launcher] = []
 
-    def start(env: dict[str, str] | None = None, args: list[str] | None = None, **kw: object) -> Launcher:
+    def start(env: dict[str, str] | None = None, config: str | None = None, **kw: object) -> Launcher:
+        """`config` is the text of a config file; without it the shipped config.yaml applies."""
+        n = len(started)
+        args = []
+        if config is not None:
+            path = tmp_path / f"config{n}.yaml"
+            path.write_text(config)
+            args = ["--config", str(path)]
         merged = {**mariadb.env, **(env or {})}
-        item = Launcher(merged, tmp_path / f"launcher{len(started)}.log", args or [], **kw)  # type: ignore[arg-type]
+        item = Launcher(merged, tmp_path / f"launcher{n}.log", args, **kw)  # type: ignore[arg-type]
         started.append(item.start())
         return item
 

@@ -66,8 +66,12 @@ class Launcher:
 
     @property
     def pid(self) -> int:
+        """The launcher's pid; under a `prefix` such as unshare, the prefix's child."""
         assert self.process is not None
-        return self.process.pid
+        if not self.prefix:
+            return self.process.pid
+        wrapper = psutil.Process(self.process.pid)
+        return int(wait_until(lambda: [c.pid for c in wrapper.children()], 10, what="the launcher under the prefix")[0])
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

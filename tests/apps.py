@@ -1,0 +1,61 @@
+"""Tiny ASGI apps whose misbehaviour the tests control: exit, hang, block, fail to start."""
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import time
+from typing import Any, Awaitable, Callable
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+async def _reply(send: Send, status: int, body: bytes) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _lifespan(receive: Receive, send: Send, fail: bool) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.failed" if fail else "lifespan.startup.complete", "message": "boom"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+async def controllable(scope: Scope, receive: Receive, send: Send) -> None:
+    """/api/exit/N exits with N; /api/slow/S answers after S seconds; /api/block blocks the loop;
+    /api/orphan leaves an orphan behind and answers with its pid."""
+    if scope["type"] == "lifespan":
+        return await _lifespan(receive, send, fail=False)
+    path: str = scope["path"]
+    if path.startswith("/api/exit/"):
+        await _reply(send, 200, b"bye")
+        asyncio.get_running_loop().call_later(0.05, os._exit, int(path.rsplit("/", 1)[1]))
+    elif path.startswith("/api/slow/"):
+        await asyncio.sleep(float(path.rsplit("/", 1)[1]))
+        await _reply(send, 200, b"slow done")
+    elif path == "/api/block":
+        await _reply(send, 200, b"blocking")
+        asyncio.get_running_loop().call_soon(time.sleep, 3600)
+    elif path == "/api/orphan":
+        # sh exits at once; its background sleep is orphaned and re-parented to the launcher.
+        out = subprocess.run(["sh", "-c", "sleep 0.5 & echo $!"], capture_output=True, text=True).stdout
+        await _reply(send, 200, out.strip().encode())
+    elif path == "/api/ppid":
+        await _reply(send, 200, str(os.getppid()).encode())
+    elif path == "/api/pid":
+        await _reply(send, 200, str(os.getpid()).encode())
+    else:
+        await _reply(send, 200, b"ok")
+
+
+async def broken(scope: Scope, receive: Receive, send: Send) -> None:
+    """Fails at startup, as an app with a bad import or a failing lifespan does (uvicorn exits 3)."""
+    if scope["type"] == "lifespan":
+        return await _lifespan(receive, send, fail=True)
+    await _reply(send, 500, b"never")
