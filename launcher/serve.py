@@ -8,12 +8,16 @@ must stay light: it runs in every child and adds to its cold start.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import socket
 import sys
 
 import uvicorn
+
+
+ACCEPTED_GRACE = 0.2
 
 
 class _HideLauncherChecks(logging.Filter):
@@ -37,6 +41,15 @@ class NotifyingServer(uvicorn.Server):
         if self.started:
             os.write(self.notify_fd, b"ready\n")
             os.close(self.notify_fd)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """Stop accepting, then let connections accepted just before the stop have their
+        request read: uvicorn closes a connection with no request yet unanswered, and its
+        client, who sent the request already, would see a reset instead of a response."""
+        for server in self.servers:
+            server.close()
+        await asyncio.sleep(ACCEPTED_GRACE)
+        await super().shutdown(sockets=sockets)
 
 
 def parse(argv: list[str]) -> argparse.Namespace:

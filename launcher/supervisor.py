@@ -23,6 +23,10 @@ from launcher.unavailable import Unavailable
 from launcher.watchers import DbWatcher, check_liveness
 
 
+# At exit, how long the launcher keeps answering 503 to connections already queued.
+EXIT_DRAIN = 1.0
+
+
 class Supervisor:
     def __init__(self, cfg: Config, listener: socket.socket, environ: Mapping[str, str], log: logging.Logger) -> None:
         self.cfg = cfg
@@ -49,8 +53,9 @@ class Supervisor:
         finally:
             watcher.stop()
             liveness.cancel()
-            self.unavailable.close()
             self.kill_leftovers()
+            await self.unavailable.drain(EXIT_DRAIN)
+            self.unavailable.close()
 
     def reason(self) -> str:
         return machine.UNAVAILABLE_REASON.get(machine.phase(self.state, self.loop.time()), "unavailable")

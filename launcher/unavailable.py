@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import select
 import socket
 from typing import Callable
 
@@ -52,6 +53,18 @@ class Unavailable:
             loop.remove_reader(self._sock.fileno())
         self._on = on
 
+    async def drain(self, timeout: float) -> None:
+        """Answer every connection already queued on the socket before it closes: the
+        kernel would reset them at close, though their clients believe they are connected."""
+        self.set(True)
+        deadline = asyncio.get_running_loop().time() + timeout
+        while asyncio.get_running_loop().time() < deadline:
+            self._accept()
+            if not self._tasks and not _queued(self._sock):
+                break
+            await asyncio.sleep(0.01)
+        self.set(False)
+
     def close(self) -> None:
         self.set(False)
         self._sock.close()
@@ -90,6 +103,11 @@ class Unavailable:
                 writer.close()
             else:
                 conn.close()
+
+
+def _queued(sock: socket.socket) -> bool:
+    """Whether a connection waits in the accept queue (a listening socket polls readable)."""
+    return bool(select.select([sock], [], [], 0)[0])
 
 
 async def _discard(reader: asyncio.StreamReader) -> None:

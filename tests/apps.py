@@ -59,3 +59,26 @@ async def broken(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] == "lifespan":
         return await _lifespan(receive, send, fail=True)
     await _reply(send, 500, b"never")
+
+
+def _real_api_with_exit() -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+    from api.main import create_app
+
+    inner = create_app()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        """The real API, plus /__exit/N so a test can make the child exit on its own."""
+        if scope["type"] == "http" and scope["path"].startswith("/__exit/"):
+            await _reply(send, 200, b"bye")
+            asyncio.get_running_loop().call_later(0.05, os._exit, int(scope["path"].rsplit("/", 1)[1]))
+            return
+        await inner(scope, receive, send)
+
+    return app
+
+
+def __getattr__(name: str) -> object:
+    """`tests.apps:api_with_exit` builds the real app only in the child that asks for it."""
+    if name == "api_with_exit":
+        return _real_api_with_exit()
+    raise AttributeError(name)

@@ -1,0 +1,1 @@
+"""Side-by-side measurements of the launcher and what users run today (python -m bench)."""

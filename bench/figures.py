@@ -1,0 +1,300 @@
+"""Each figure of the benchmark: run the peers through the same fault, return measurements."""
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import httpx
+import psutil
+
+from bench.peers import BarePeer, LauncherPeer, LegacyPeer, Peer, SupervisordPeer
+from bench.probe import Timeline, first, first_not, outcome
+from localdb.server import MariaDB, free_port
+
+RUNS = 5
+READY_LIMIT = 90.0  # a peer not serving by then "never recovered"
+
+
+@dataclass
+class Row:
+    figure: str
+    peer: str
+    metric: str
+    values: list[float | None]
+    unit: str = "s"
+    target: str = ""
+
+    @property
+    def done(self) -> list[float]:
+        return sorted(v for v in self.values if v is not None)
+
+    @property
+    def median(self) -> float | None:
+        done = self.done
+        if len(done) < len(self.values) or not done:
+            return None
+        mid = len(done) // 2
+        return done[mid] if len(done) % 2 else (done[mid - 1] + done[mid]) / 2
+
+
+@dataclass
+class Bench:
+    db: MariaDB
+    workdir: Path
+    rows: list[Row] = field(default_factory=list)
+    timelines: dict[str, dict[str, list[tuple[float, str]]]] = field(default_factory=dict)
+
+    def peer(self, kind: type[Peer], name: str, **extra: str) -> Peer:
+        return kind(name=name, port=free_port(), env=self.db.env, workdir=self.workdir, extra_env=extra)
+
+    def add(self, *rows: Row) -> None:
+        self.rows.extend(rows)
+        for row in rows:
+            shown = "never" if row.median is None else f"{row.median:.3f}"
+            print(f"  {row.figure} | {row.peer} | {row.metric}: median {shown} {row.unit} of {row.values}",
+                  flush=True)
+
+
+def outage_peers(b: Bench) -> list[Peer]:
+    return [b.peer(LauncherPeer, "launcher (restart)"),
+            b.peer(LauncherPeer, "launcher (swap)", LAUNCHER_ON_DB_LOSS="swap"),
+            b.peer(LegacyPeer, "original (wait_for_db + restart: always)"),
+            b.peer(SupervisordPeer, "supervisord + uvicorn")]
+
+
+def _ready(peer: Peer) -> Peer:
+    if first(peer.url + "/api/health", "200", time.monotonic(), READY_LIMIT) is None:
+        raise RuntimeError(f"{peer.name} never served; see {peer.workdir}/{peer.name}.log")
+    return peer
+
+
+def _is_launchers_own_503(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).json().get("detail") == "waiting for database"
+    except (httpx.HTTPError, ValueError):
+        return False
+
+
+def _until(predicate: Callable[[], bool], since: float, limit: float) -> float | None:
+    while time.monotonic() < since + limit:
+        if predicate():
+            return time.monotonic() - since
+        time.sleep(0.02)
+    return None
+
+
+def recovery_and_detection(b: Bench) -> None:
+    """Figures 1 and 2: MySQL stopped for 3 s, then started; and MySQL frozen for 5 s."""
+    for peer in outage_peers(b):
+        recover, detect, no_db = [], [], []
+        _ready(peer.start())
+        try:
+            for run in range(RUNS):
+                with Timeline(peer.url + "/api/test") as plain, Timeline(peer.url + "/api/health") as health:
+                    down = time.monotonic()
+                    b.db.stop()
+                    detect.append(_detection(peer, down))
+                    time.sleep(max(0.0, down + 3.0 - time.monotonic()))
+                    b.db.start()
+                    back = time.monotonic()
+                    recover.append(first(peer.url + "/api/health", "200", back, 60))
+                    time.sleep(0.5)
+                no_db.append(100.0 * plain.count("200", down, back) / max(1, len(
+                    [p for p in plain.points if down <= p[0] <= back])))
+                if run == 0:
+                    b.timelines.setdefault("MySQL outage (3 s)", {})[peer.name] = _relative(health.points, down)
+                time.sleep(1.0)
+            frozen = []
+            for _ in range(RUNS):
+                down = time.monotonic()
+                b.db.pause()
+                frozen.append(_detection(peer, down))
+                time.sleep(max(0.0, down + 5.0 - time.monotonic()))
+                b.db.resume()
+                first(peer.url + "/api/health", "200", time.monotonic(), 60)
+                time.sleep(1.0)
+        finally:
+            b.db.resume()
+            if not b.db.running:
+                b.db.start()
+            peer.stop()
+        target_r = "<= 1.0 s" if peer.name.startswith("launcher") else ""
+        b.add(Row("1 recovery", peer.name, "MySQL back -> first 200 on /api/health", recover, target=target_r),
+              Row("1 recovery", peer.name, "/api/test answered 200 during the outage", no_db, "%"),
+              Row("2 detection", peer.name, "MySQL stopped -> not healthy", detect,
+                  target="<= 2 probe intervals (2 s)" if peer.name.startswith("launcher") else ""),
+              Row("2 detection", peer.name, "MySQL frozen -> not healthy", frozen,
+                  target="<= 2 probe intervals (2 s)" if peer.name.startswith("launcher") else ""))
+
+
+def _detection(peer: Peer, since: float) -> float | None:
+    """The launcher under `restart` says so itself (its own 503); the others through the app."""
+    if peer.name == "launcher (restart)":
+        return _until(lambda: _is_launchers_own_503(peer.url + "/api/health"), since, 30)
+    return first_not(peer.url + "/api/health", "200", since, 30)
+
+
+def late_boot(b: Bench) -> None:
+    """Figure 1b: MySQL starts 30 s after the service; all peers side by side, same DB start."""
+    results: dict[str, list[float | None]] = {}
+    for _ in range(RUNS):
+        b.db.stop()
+        peers = [p.start() for p in outage_peers(b)]
+        try:
+            time.sleep(30)
+            b.db.start()
+            back = time.monotonic()
+            with concurrent.futures.ThreadPoolExecutor(len(peers)) as pool:
+                done = pool.map(lambda p: first(p.url + "/api/health", "200", back, 60), peers)
+                for peer, took in zip(peers, done):
+                    results.setdefault(peer.name, []).append(took)
+        finally:
+            for peer in peers:
+                peer.stop()
+    for name, values in results.items():
+        b.add(Row("1b late boot", name, "MySQL up 30 s late -> first 200", values,
+                  target="<= 1.0 s" if name.startswith("launcher") else ""))
+
+
+def child_crash(b: Bench) -> None:
+    """Figure 3: kill -9 of the server process -> first 200 again, refused connections between."""
+    peers = [b.peer(LauncherPeer, "launcher"), b.peer(LegacyPeer, "original (wait_for_db + restart: always)"),
+             b.peer(SupervisordPeer, "supervisord + uvicorn"), b.peer(BarePeer, "bare uvicorn")]
+    for peer in peers:
+        back, refused = [], []
+        _ready(peer.start())
+        try:
+            for run in range(RUNS):
+                pid = peer.server_pid()
+                if pid is None:
+                    back.append(None)
+                    continue
+                with Timeline(peer.url + "/api/health") as seen:
+                    killed = time.monotonic()
+                    os.kill(pid, signal.SIGKILL)
+                    back.append(first(peer.url + "/api/health", "200", killed, 15))
+                refused.append(float(seen.count("refused", killed)))
+                if run == 0:
+                    b.timelines.setdefault("server process killed (-9)", {})[peer.name] = _relative(seen.points,
+                                                                                                  killed)
+                if back[-1] is None:
+                    break
+                time.sleep(1.0)
+        finally:
+            peer.stop()
+        target = "<= bare cold start + 0.3 s, 0 refused" if peer.name == "launcher" else ""
+        b.add(Row("3 child crash", peer.name, "kill -9 -> first 200", back, target=target),
+              Row("3 child crash", peer.name, "refused connections (20 ms polls)", refused, "count"))
+
+
+def cold_start(b: Bench) -> None:
+    """Figure 4: start with the DB up -> first 200, against bare uvicorn."""
+    kinds = [(BarePeer, "bare uvicorn", {}), (LauncherPeer, "launcher", {}),
+             (LauncherPeer, "launcher (no prestart step)", {"LAUNCHER_CONFIG": str(_no_prestart(b))})]
+    for kind, name, extra in kinds:
+        values = []
+        for _ in range(RUNS):
+            peer = b.peer(kind, name, **extra)
+            started = time.monotonic()
+            peer.start()
+            values.append(first(peer.url + "/api/health", "200", started, 60))
+            peer.stop()
+        b.add(Row("4 cold start", name, "start -> first 200", values,
+                  target="<= bare uvicorn + 0.3 s" if kind is LauncherPeer else ""))
+
+
+def _no_prestart(b: Bench) -> Path:
+    path = b.workdir / "no-prestart.yaml"
+    text = Path("config.yaml").read_text()
+    path.write_text(re.sub(r"(?ms)^prestart:\n.*?(?=^\S)", "prestart: []\n", text))
+    return path
+
+
+def idle_cost(b: Bench, seconds: float = 60.0) -> None:
+    """Figure 5: the supervisor's own RSS and CPU while idle, side by side for the same minute."""
+    peers = [_ready(b.peer(LauncherPeer, "launcher").start()), _ready(b.peer(SupervisordPeer, "supervisord").start())]
+    try:
+        time.sleep(2)
+        procs = [psutil.Process(p.supervisor_pid) for p in peers]
+        before = [p.cpu_times() for p in procs]
+        samples: list[list[float]] = [[] for _ in peers]
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            for i, proc in enumerate(procs):
+                samples[i].append(proc.memory_info().rss / 2**20)
+            time.sleep(1)
+        for peer, proc, t0, rss in zip(peers, procs, before, samples):
+            t1 = proc.cpu_times()
+            cpu = 100.0 * ((t1.user - t0.user) + (t1.system - t0.system)) / seconds
+            b.add(Row("5 idle cost", peer.name, "CPU of one core", [cpu], "%",
+                      target="<= 0.5 %" if peer.name == "launcher" else ""),
+                  Row("5 idle cost", peer.name, "RSS of the supervisor process", [max(rss)], "MB",
+                      target="< supervisord" if peer.name == "launcher" else ""))
+    finally:
+        for peer in peers:
+            peer.stop()
+
+
+def throughput(b: Bench, seconds: int = 5) -> None:
+    """Figure 6: GET /api/test with concurrent clients, launcher-run service against bare uvicorn."""
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        raise RuntimeError("wrk is missing: apt-get install wrk (./dev bench does it)")
+    peers = [_ready(b.peer(BarePeer, "bare uvicorn").start()), _ready(b.peer(LauncherPeer, "launcher").start())]
+    results: dict[str, list[float | None]] = {p.name: [] for p in peers}
+    try:
+        for peer in peers:
+            _wrk(wrk, peer.url, 2)  # warm-up
+        for _ in range(RUNS):
+            for peer in peers:  # interleaved, so drift on the machine hits both alike
+                results[peer.name].append(_wrk(wrk, peer.url, seconds))
+    finally:
+        for peer in peers:
+            peer.stop()
+    for name, values in results.items():
+        b.add(Row("6 throughput", name, "GET /api/test", values, "req/s",
+                  target=">= 0.97 x bare" if name == "launcher" else ""))
+
+
+def _wrk(wrk: str, url: str, seconds: int) -> float:
+    out = subprocess.run([wrk, "-t2", "-c32", f"-d{seconds}s", url + "/api/test"],
+                         capture_output=True, text=True, check=True).stdout
+    match = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if match is None:
+        raise RuntimeError(f"wrk printed no rate: {out}")
+    return float(match.group(1))
+
+
+def clean_stop(b: Bench) -> None:
+    """Figure 7: SIGTERM with a 2 s request in flight: time to exit, exit code, request completed."""
+    app = {"LAUNCHER_SERVER_APP": "bench.apps:app"}
+    for kind, name, extra in [(LauncherPeer, "launcher", app)]:
+        took, codes, completed = [], [], []
+        for _ in range(RUNS):
+            peer = _ready(b.peer(kind, name, **extra).start())
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                pending = pool.submit(outcome, peer.url + "/bench/slow/2", 10.0)
+                time.sleep(0.5)
+                stopped = time.monotonic()
+                codes.append(float(peer.stop() or 0))
+                took.append(time.monotonic() - stopped)
+                completed.append(100.0 if pending.result() == "200" else 0.0)
+        b.add(Row("7 clean stop", name, "SIGTERM -> exit (2 s request in flight)", took, target="~1.5 s (the request)"),
+              Row("7 clean stop", name, "exit code", codes, "", target="0"),
+              Row("7 clean stop", name, "in-flight request completed", completed, "%", target="100 %"))
+
+
+def _relative(points: list[tuple[float, str]], zero: float) -> list[tuple[float, str]]:
+    return [(t - zero, r) for t, r in points]
+
+
+FIGURES: list[Callable[[Bench], None]] = [cold_start, child_crash, recovery_and_detection, late_boot, idle_cost,
+                                          throughput, clean_stop]

@@ -1,0 +1,137 @@
+"""The supervisors compared, each started the way its users start it, on its own port."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+UVICORN = [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--no-access-log"]
+
+SUPERVISORD_CONF = """[supervisord]
+nodaemon=true
+logfile={dir}/supervisord.log
+pidfile={dir}/supervisord.pid
+
+[program:api]
+command={command}
+directory={root}
+autorestart=true
+startretries=3
+startsecs=1
+stopsignal=TERM
+stopwaitsecs=10
+redirect_stderr=true
+stdout_logfile={dir}/api.log
+environment={environment}
+"""
+
+
+@dataclass
+class Peer:
+    name: str
+    port: int
+    env: Mapping[str, str]
+    workdir: Path
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+    process: subprocess.Popen[bytes] | None = None
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def start(self) -> "Peer":
+        log = open(self.workdir / f"{self.name}.log", "ab")
+        env = {**os.environ, **self.env, **self.extra_env, "PYTHONUNBUFFERED": "1"}
+        self.process = subprocess.Popen(self.command(), cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+                                        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def supervisor_pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def server_pid(self) -> int | None:
+        """The uvicorn process answering requests now, if any."""
+        try:
+            kids = psutil.Process(self.supervisor_pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return None
+        servers = [p for p in kids if _is_server(p)]
+        return max(servers, key=lambda p: p.create_time()).pid if servers else None
+
+    def stop(self, timeout: float = 20.0) -> int | None:
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait()
+        return self.process.returncode
+
+
+def _is_server(p: psutil.Process) -> bool:
+    try:
+        line = " ".join(p.cmdline())
+    except psutil.Error:
+        return False
+    return "uvicorn" in line or "launcher.serve" in line
+
+
+class LauncherPeer(Peer):
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "launcher"]
+
+    def start(self) -> "Peer":
+        self.extra_env = {"LAUNCHER_SERVER_PORT": str(self.port), "LAUNCHER_SERVER_HOST": "127.0.0.1",
+                          "LAUNCHER_SERVER_ACCESS_LOG": "false", **self.extra_env}
+        return super().start()
+
+
+class LegacyPeer(Peer):
+    """uvicorn with the old import-time wait_for_db(), under a Docker `restart: always` stand-in."""
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "bench.docker_restart", *UVICORN, "--port", str(self.port),
+                "bench.legacy_app:app"]
+
+
+class SupervisordPeer(Peer):
+    def command(self) -> list[str]:
+        conf = self.workdir / f"{self.name}.conf"
+        environment = ",".join(f'{k}="{v}"' for k, v in {**self.env, "PYTHONUNBUFFERED": "1"}.items())
+        uvicorn = " ".join([*UVICORN, "--port", str(self.port), "api.main:app"])
+        conf.write_text(SUPERVISORD_CONF.format(dir=self.workdir, command=uvicorn, root=ROOT,
+                                                environment=environment))
+        return [sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)]
+
+
+class BarePeer(Peer):
+    def command(self) -> list[str]:
+        return [*UVICORN, "--port", str(self.port), "api.main:app"]
+
+    @property
+    def supervisor_pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def server_pid(self) -> int | None:
+        return self.process.pid if self.process and self.process.poll() is None else None
