@@ -214,7 +214,7 @@ def cold_start(b: Bench) -> None:
 def _no_prestart(b: Bench) -> Path:
     path = b.workdir / "no-prestart.yaml"
     text = Path("config.yaml").read_text()
-    path.write_text(re.sub(r"(?ms)^prestart:\n.*?(?=^\S)", "prestart: []\n", text))
+    path.write_text(re.sub(r"(?ms)^prestart:\n.*?(?=^\S)", "prestart:\n  steps: []\n", text))
     return path
 
 

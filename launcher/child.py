@@ -24,6 +24,7 @@ _STDIN_NULL = (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0)
 class Spawned:
     pid: int
     ready_fd: int | None = None  # read end of the readiness pipe (server child only)
+    go_fd: int | None = None  # write end of the pipe that releases a parked child
     private_address: str = ""  # abstract unix socket for liveness checks
 
 
@@ -58,27 +59,31 @@ def _spawn(argv: Sequence[str], env: Mapping[str, str], fds: Sequence[int] = ())
 
 
 def spawn_server(cfg: Config, listener: socket.socket, env: Mapping[str, str], name: str) -> Spawned:
-    """Start the server child on the held socket, plus a private socket and a readiness pipe."""
+    """Start a parked server child: the held socket, a private socket, a readiness pipe and a
+    go pipe. It imports the app at once and starts serving when `go` is written."""
     private = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     address = f"\0launcher.{os.getpid()}.{name}"
     ready_r, ready_w = os.pipe()
+    go_r, go_w = os.pipe()
     try:
         private.bind(address)
         private.listen(16)
-        fds = [listener.fileno(), private.fileno(), ready_w]
+        fds = [listener.fileno(), private.fileno(), ready_w, go_r]
         argv = [sys.executable, "-m", "launcher.serve", cfg.server.app,
-                "--fd", str(fds[0]), "--fd", str(fds[1]), "--notify-fd", str(ready_w),
+                "--fd", str(fds[0]), "--fd", str(fds[1]), "--notify-fd", str(ready_w), "--go-fd", str(go_r),
                 "--log-level", cfg.server.log_level]
         if not cfg.server.access_log:
             argv.append("--no-access-log")
         pid = _spawn(argv, env, fds)
     except OSError:
         os.close(ready_r)
+        os.close(go_w)
         raise
     finally:
         os.close(ready_w)
+        os.close(go_r)
         private.close()
-    return Spawned(pid, ready_r, address)
+    return Spawned(pid, ready_r, go_w, address)
 
 
 def spawn_step(command: Sequence[str], env: Mapping[str, str]) -> Spawned:

@@ -115,7 +115,11 @@ class LogConfig(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
-DEFAULT_PRESTART = (PrestartStep(name="migrate", command=["python", "-m", "alembic", "upgrade", "head"]),)
+class PrestartConfig(_Section):
+    steps: tuple[PrestartStep, ...] = (
+        PrestartStep(name="migrate", command=["python", "-m", "alembic", "upgrade", "head"]),
+    )
+    after_db_loss: bool = False
 
 
 class Config(_Section):
@@ -124,7 +128,7 @@ class Config(_Section):
     probe: ProbeConfig = ProbeConfig()
     liveness: LivenessConfig = LivenessConfig()
     restart: RestartConfig = RestartConfig()
-    prestart: tuple[PrestartStep, ...] = DEFAULT_PRESTART
+    prestart: PrestartConfig = PrestartConfig()
     on_db_loss: Policy = Policy.RESTART
     log: LogConfig = LogConfig()
 
@@ -167,7 +171,7 @@ def _env_keys() -> dict[str, tuple[str, ...]]:
         if isinstance(model, type) and issubclass(model, _Section):
             for sub in model.model_fields:
                 keys[f"{ENV_PREFIX}{name}_{sub}".upper()] = (name, sub)
-        elif name != "prestart":
+        else:
             keys[f"{ENV_PREFIX}{name}".upper()] = (name,)
     keys.update(MYSQL_ENV)
     return keys

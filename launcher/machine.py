@@ -125,6 +125,15 @@ Event = DbProbed | ProcExited | ChildReady | LivenessChecked | Tick | StopReques
 
 @dataclass(frozen=True)
 class StartChild:
+    """Spawn a parked child: it imports the app, then waits for Go before it serves."""
+
+    proc: int
+
+
+@dataclass(frozen=True)
+class Go:
+    """Release a parked child: it starts serving (uvicorn startup) at once."""
+
     proc: int
 
 
@@ -157,7 +166,7 @@ class Log:
     message: str
 
 
-Action = StartChild | RunStep | StopProc | KillProc | Exit | Log
+Action = StartChild | Go | RunStep | StopProc | KillProc | Exit | Log
 
 
 # State -------------------------------------------------------------------------------
@@ -180,6 +189,7 @@ class State:
     failure_repeats: int = 0
     step: Proc | None = None
     next_step: int = 0
+    standby: Proc | None = None  # parked child, app imported, waiting for Go
     starting: Proc | None = None
     serving: Proc | None = None
     retiring: tuple[tuple[int, float | None], ...] = ()  # (proc, kill_at); None once killed
@@ -264,9 +274,9 @@ def _retire(cfg: Config, s: State, proc: Proc | None, now: float, kill: bool = F
 
 
 def _begin_exit(cfg: Config, s: State, code: int, now: float) -> State:
-    for proc in (s.serving, s.starting, s.step):
+    for proc in (s.serving, s.starting, s.step, s.standby):
         s = _retire(cfg, s, proc, now)
-    return replace(s, exit_code=code, serving=None, starting=None, step=None, backoff_until=0.0)
+    return replace(s, exit_code=code, serving=None, starting=None, step=None, standby=None, backoff_until=0.0)
 
 
 def _crashed(cfg: Config, s: State, now: float, rand: float) -> State:
@@ -303,7 +313,7 @@ def _on_db_probed(cfg: Config, s: State, e: DbProbed) -> State:
 
 
 def _db_lost(cfg: Config, s: State, now: float) -> State:
-    s = replace(s, db_up=False, next_step=0)
+    s = replace(s, db_up=False, next_step=0 if cfg.prestart.after_db_loss else s.next_step)
     s = _say(s, "warning", f"database lost after {s.db_failures} failed probes; on_db_loss={cfg.on_db_loss.value}")
     return _ON_DB_LOSS[cfg.on_db_loss](cfg, s, now)
 
@@ -339,9 +349,11 @@ def _on_proc_exited(cfg: Config, s: State, e: ProcExited) -> State:
         return _say(replace(s, retiring=retiring), "info", f"child {e.proc} stopped ({e.status})")
     if s.step and s.step.id == e.proc:
         return _step_ended(cfg, s, e)
-    if s.starting and s.starting.id == e.proc:
-        s = _say(replace(s, starting=None), "error", f"child {e.proc} exited before it was ready ({e.status})")
-        return _crashed(cfg, s, e.now, e.rand)
+    for field_name in ("starting", "standby"):
+        proc = getattr(s, field_name)
+        if proc and proc.id == e.proc:
+            s = _say(replace(s, **{field_name: None}), "error", f"child {e.proc} exited before it was ready ({e.status})")
+            return _crashed(cfg, s, e.now, e.rand)
     if s.serving and s.serving.id == e.proc:
         uptime = e.now - s.serving.started
         attempt = 0 if uptime >= cfg.restart.reset_after else s.attempt
@@ -353,7 +365,7 @@ def _on_proc_exited(cfg: Config, s: State, e: ProcExited) -> State:
 
 def _step_ended(cfg: Config, s: State, e: ProcExited) -> State:
     assert s.step is not None
-    name = cfg.prestart[s.step.index].name
+    name = cfg.prestart.steps[s.step.index].name
     took = e.now - s.step.started
     if e.status.ok:
         s = _say(s, "info", f"prestart step {name!r} done in {took:.2f}s")
@@ -434,7 +446,7 @@ def _expire(cfg: Config, s: State, now: float) -> State:
             s = _emit(s, KillProc(proc))
             s = replace(s, retiring=tuple((p, None if p == proc else k) for p, k in s.retiring))
     if s.step and s.step.deadline is not None and now >= s.step.deadline:
-        s = _say(s, "error", f"prestart step {cfg.prestart[s.step.index].name!r} timed out; killing it")
+        s = _say(s, "error", f"prestart step {cfg.prestart.steps[s.step.index].name!r} timed out; killing it")
         s = _emit(replace(s, step=replace(s.step, deadline=None)), KillProc(s.step.id))
     if s.starting and s.starting.deadline is not None and now >= s.starting.deadline:
         s = _say(s, "error", f"child {s.starting.id} not ready after {cfg.server.ready_timeout:g}s; killing it")
@@ -455,12 +467,32 @@ def _advance(cfg: Config, s: State, now: float) -> State:
         if s.retiring:
             return s
         return _emit(replace(s, done=True), Exit(s.exit_code))
+    return _keep_standby(cfg, _start_next(cfg, s, now), now)
+
+
+def _start_next(cfg: Config, s: State, now: float) -> State:
     blocked = s.step or s.starting or s.backoff_until or not s.db_up
     if blocked or (s.serving and not s.replace_child):
         return s
-    if s.next_step < len(cfg.prestart):
-        deadline = now + cfg.prestart[s.next_step].timeout
-        step_proc = Proc(s.next_id, now, deadline, s.next_step)
+    steps = cfg.prestart.steps
+    if s.next_step < len(steps):
+        step_proc = Proc(s.next_id, now, now + steps[s.next_step].timeout, s.next_step)
         return _emit(replace(s, step=step_proc, next_id=s.next_id + 1), RunStep(step_proc.id, step_proc.index))
-    child = Proc(s.next_id, now, now + cfg.server.ready_timeout)
-    return _emit(replace(s, starting=child, next_id=s.next_id + 1), StartChild(child.id))
+    if s.standby is None:
+        s = _spawn_standby(s, now)
+    assert s.standby is not None
+    child = replace(s.standby, started=now, deadline=now + cfg.server.ready_timeout)
+    return _emit(replace(s, starting=child, standby=None), Go(child.id))
+
+
+def _keep_standby(cfg: Config, s: State, now: float) -> State:
+    """Park a child whenever one will be needed: it imports the app while the DB is still
+    down or a migration runs, so that serving starts at once when the time comes."""
+    needed = s.serving is None or s.replace_child
+    if s.standby or s.starting or s.backoff_until or not needed:
+        return s
+    return _spawn_standby(s, now)
+
+
+def _spawn_standby(s: State, now: float) -> State:
+    return _emit(replace(s, standby=Proc(s.next_id, now), next_id=s.next_id + 1), StartChild(s.next_id))

@@ -1,9 +1,10 @@
 """The child's entry: uvicorn run programmatically on sockets the launcher hands over.
 
 Running uvicorn from our own entry (not its CLI) lets the child serve the shared
-public socket and a private one that only the launcher talks to (liveness), and
-report readiness on a pipe the instant uvicorn's startup completes. This module
-must stay light: it runs in every child and adds to its cold start.
+public socket and a private one that only the launcher talks to (liveness), report
+readiness on a pipe the instant uvicorn's startup completes, and park: import the
+app first (the slow part), then wait on a go pipe, so the launcher can keep a warm
+child ready while the DB is down. This module must stay light: it runs in every child.
 """
 from __future__ import annotations
 
@@ -57,6 +58,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("app", help="ASGI app as module:attribute")
     parser.add_argument("--fd", type=int, action="append", required=True, help="listening socket to serve")
     parser.add_argument("--notify-fd", type=int, required=True, help="pipe to report readiness on")
+    parser.add_argument("--go-fd", type=int, required=True, help="pipe that says when to start serving")
     parser.add_argument("--log-level", default="info")
     parser.add_argument("--no-access-log", action="store_true")
     return parser.parse_args(argv)
@@ -69,6 +71,10 @@ def main(argv: list[str]) -> None:
         args.app, log_level=args.log_level, access_log=not args.no_access_log, lifespan="on",
     )
     logging.getLogger("uvicorn.access").addFilter(_HideLauncherChecks())
+    config.load()  # imports the app: the slow part of a cold start, done while parked
+    if not os.read(args.go_fd, 16):
+        return  # the launcher retired us (or is gone) before we were needed
+    os.close(args.go_fd)
     # socket.socket(fileno=...) reads the family from the fd, unlike uvicorn's own --fd.
     sockets = [socket.socket(fileno=fd) for fd in args.fd]
     NotifyingServer(config, args.notify_fd).run(sockets=sockets)

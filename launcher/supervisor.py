@@ -134,10 +134,20 @@ class Supervisor:
         self.track(action.proc, spawned)
         assert spawned.ready_fd is not None
         self.loop.add_reader(spawned.ready_fd, self.on_ready, action.proc)
-        self.log.info("started child %d (pid %d) serving %s", action.proc, spawned.pid, self.cfg.server.app)
+        self.log.info("started child %d (pid %d): loading %s", action.proc, spawned.pid, self.cfg.server.app)
+
+    def go(self, action: machine.Go) -> None:
+        spawned = self.procs.get(action.proc)
+        if spawned is not None and spawned.go_fd is not None:
+            try:
+                os.write(spawned.go_fd, b"go\n")
+            except BrokenPipeError:
+                pass  # it died while parked; its exit is on the way
+            os.close(spawned.go_fd)
+            spawned.go_fd = None
 
     def run_step(self, action: machine.RunStep) -> None:
-        step = self.cfg.prestart[action.index]
+        step = self.cfg.prestart.steps[action.index]
         try:
             spawned = spawn_step(step.command, self.env)
         except OSError as err:
@@ -161,6 +171,7 @@ class Supervisor:
 
     ACTIONS: dict[type, Callable[["Supervisor", machine.Action], None]] = {
         machine.StartChild: start_child,
+        machine.Go: go,
         machine.RunStep: run_step,
         machine.StopProc: stop_proc,
         machine.KillProc: kill_proc,
@@ -184,6 +195,9 @@ class Supervisor:
             self.loop.remove_reader(spawned.ready_fd)
             os.close(spawned.ready_fd)
             spawned.ready_fd = None
+        if spawned.go_fd is not None:
+            os.close(spawned.go_fd)
+            spawned.go_fd = None
 
     def signal(self, proc: int, sig: signal.Signals) -> None:
         spawned = self.procs.get(proc)

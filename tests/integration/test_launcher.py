@@ -15,7 +15,7 @@ from localdb.server import MariaDB
 from tests.support import Launcher, alive, wait_until
 
 Start = Callable[..., Launcher]
-TEST_APP = "server:\n  app: tests.apps:controllable\nprestart: []\n"
+TEST_APP = "server:\n  app: tests.apps:controllable\nprestart:\n  steps: []\n"
 
 
 def test_db_up_at_start_serves_200_on_health(launcher: Start) -> None:
@@ -122,7 +122,7 @@ def test_child_exit_is_restarted_whatever_its_code(launcher: Start, code: int) -
 
 
 def test_crash_looping_app_ends_the_launcher_with_70(launcher: Start) -> None:
-    service = launcher(config="server:\n  app: tests.apps:broken\nprestart: []\n",
+    service = launcher(config="server:\n  app: tests.apps:broken\nprestart:\n  steps: []\n",
                        env={"LAUNCHER_RESTART_MAX_RESTARTS": "2", "LAUNCHER_RESTART_BACKOFF_INITIAL": "50ms"})
     assert service.wait_exit(60) == 70
     assert "exited before it was ready (exit code 3)" in service.log()

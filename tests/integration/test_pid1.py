@@ -12,7 +12,7 @@ import pytest
 from tests.support import Launcher, wait_until
 
 Start = Callable[..., Launcher]
-TEST_APP = "server:\n  app: tests.apps:controllable\nprestart: []\n"
+TEST_APP = "server:\n  app: tests.apps:controllable\nprestart:\n  steps: []\n"
 PID_NAMESPACE = ["unshare", "--pid", "--fork", "--mount-proc"]
 
 

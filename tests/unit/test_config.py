@@ -36,9 +36,10 @@ BAD_FILES = [
     ("probe:\n  failures_before_down: 0\n", "probe.failures_before_down = 0"),
     ("restart:\n  jitter: 2\n", "restart.jitter = 2"),
     ("log:\n  format: xml\n", "log.format = 'xml'"),
-    ("prestart:\n  - name: migrate\n", "prestart.0.command (in "),
-    ("prestart:\n  - name: migrate\n", "required key is missing"),
-    ("prestart:\n  - name: x\n    command: []\n", "prestart.0.command = []"),
+    ("prestart:\n  steps:\n    - name: migrate\n", "prestart.steps.0.command (in "),
+    ("prestart:\n  steps:\n    - name: migrate\n", "required key is missing"),
+    ("prestart:\n  steps:\n    - name: x\n      command: []\n", "prestart.steps.0.command = []"),
+    ("prestart:\n  - name: migrate\n", "prestart = [{'name': 'migrate'}]"),
     ("server:\n  access_log: maybe\n", "server.access_log = 'maybe'"),
     ("database: 5\n", "database = 5"),
 ]
@@ -125,5 +126,5 @@ def test_config_yaml_holds_every_knob_with_its_default() -> None:
 
 def test_every_knob_has_a_comment() -> None:
     for line in (ROOT / "config.yaml").read_text().splitlines():
-        if line.startswith("  ") and ":" in line and not line.lstrip().startswith(("-", "#", "command", "timeout", "name")):
+        if line.startswith("  ") and ":" in line and not line.lstrip().startswith(("-", "#", "command", "timeout", "steps")):
             assert "#" in line, f"no comment on: {line}"
