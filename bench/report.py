@@ -63,6 +63,7 @@ def write(rows: list[Row], timelines: dict[str, dict[str, list[tuple[float, str]
         "# Benchmark results", "", "Written by `python -m bench` (`./dev bench`); medians of 5 runs unless one.", "",
         f"Machine: {machine()}", "", table(rows), "", "Ratios against the reference measured in the same run:", "",
         *[f"- {line}" for line in ratios(rows)], "", "![availability](availability.png)", ""])
+    out.mkdir(parents=True, exist_ok=True)
     (out / "RESULTS.md").write_text(text)
     if timelines:
         picture(timelines, out / "availability.png")

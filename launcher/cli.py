@@ -2,24 +2,19 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import errno
 import json
 import os
 import socket
 import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import NoReturn, Sequence
 
 from launcher import config as configuration
 from launcher import logs
 from launcher.config import Config, ConfigError
-from launcher.dbprobe import probe
+from launcher.child import child_environment, spawn_server
 from launcher.machine import ExitCode
-from launcher.reaper import become_subreaper
-from launcher.supervisor import Supervisor
 
 DEFAULT_CONFIG = Path("config.yaml")
 HEALTHCHECK_TIMEOUT = 3.0
@@ -66,6 +61,8 @@ def show_config(cfg: Config) -> int:
 
 
 def check_db(cfg: Config) -> int:
+    from launcher.dbprobe import probe
+
     result = probe(cfg.database, cfg.probe.timeout)
     target = f"{cfg.database.user}@{cfg.database.host}:{cfg.database.port}/{cfg.database.name}"
     if result.ok:
@@ -77,6 +74,9 @@ def check_db(cfg: Config) -> int:
 
 def healthcheck(cfg: Config) -> int:
     """For Docker's HEALTHCHECK: one line and 0 only when the service answers 200."""
+    import urllib.error
+    import urllib.request
+
     url = f"http://127.0.0.1:{cfg.server.port}{cfg.server.health_path}"
     try:
         with urllib.request.urlopen(url, timeout=HEALTHCHECK_TIMEOUT) as response:
@@ -103,12 +103,24 @@ def run(cfg: Config) -> int:
         hint = "stop what holds the port or set server.port" if err.errno == errno.EADDRINUSE else "check server.host"
         log.error("cannot listen on %s:%d: %s; %s", cfg.server.host, cfg.server.port, err.strerror, hint)
         return ExitCode.OS_ERROR
-    become_subreaper()
     host, port = listener.getsockname()[:2]
     db = cfg.database
     log.info("listening on %s:%d; waiting for MySQL at %s@%s:%d/%s (on_db_loss=%s)",
              host, port, db.user, db.host, db.port, db.name, cfg.on_db_loss.value)
-    code = asyncio.run(Supervisor(cfg, listener, os.environ, log).run())
+    env = child_environment(cfg, os.environ)
+    try:
+        first = spawn_server(cfg, listener, env, "1")
+    except OSError as err:
+        log.error("cannot start the server child: %s", err)
+        return ExitCode.OS_ERROR
+    # Imported only now, so that the first child imports the app while we import these.
+    import asyncio
+
+    from launcher.reaper import become_subreaper
+    from launcher.supervisor import Supervisor
+
+    become_subreaper()
+    code = asyncio.run(Supervisor(cfg, listener, env, log, first).run())
     log.info("exiting with %d", code)
     return code
 

@@ -205,8 +205,9 @@ class State:
     pending: tuple[Action, ...] = field(default=(), repr=False)  # actions of the step under way
 
 
-def initial(now: float) -> State:
-    return State(started_at=now)
+def initial(now: float, parked: bool = False) -> State:
+    """`parked`: the shell already spawned child 1, so its import overlaps the launcher's start."""
+    return State(started_at=now, standby=Proc(1, now), next_id=2) if parked else State(started_at=now)
 
 
 def phase(s: State, now: float) -> Phase:

@@ -11,10 +11,8 @@ import signal
 import socket
 from typing import Callable, Mapping
 
-import psutil
-
 from launcher import machine
-from launcher.child import Spawned, child_environment, signal_group, spawn_server, spawn_step
+from launcher.child import Spawned, signal_group, spawn_server, spawn_step
 from launcher.config import Config
 from launcher.dbprobe import ProbeResult
 from launcher.machine import ExitCode
@@ -28,10 +26,12 @@ EXIT_DRAIN = 1.0
 
 
 class Supervisor:
-    def __init__(self, cfg: Config, listener: socket.socket, environ: Mapping[str, str], log: logging.Logger) -> None:
+    def __init__(self, cfg: Config, listener: socket.socket, env: Mapping[str, str], log: logging.Logger,
+                 first: Spawned | None = None) -> None:
         self.cfg = cfg
+        self.first = first  # child 1, spawned parked before the loop existed
         self.listener = listener
-        self.env = child_environment(cfg, environ)
+        self.env = env  # the children's environment
         self.log = log
         self.procs: dict[int, Spawned] = {}  # the machine's process ids -> what runs
         self.pids: dict[int, int] = {}  # OS pid -> the machine's process id
@@ -39,7 +39,7 @@ class Supervisor:
 
     async def run(self) -> int:
         self.loop = asyncio.get_running_loop()
-        self.state = machine.initial(self.loop.time())
+        self.state = machine.initial(self.loop.time(), parked=self.first is not None)
         self.done: asyncio.Future[int] = self.loop.create_future()
         self.unavailable = Unavailable(self.listener, self.reason)
         install(self.loop.add_signal_handler, self.on_stop_signal, self.on_reload_signal,
@@ -47,6 +47,8 @@ class Supervisor:
         watcher = DbWatcher(self.cfg, lambda r: self.loop.call_soon_threadsafe(self.on_probe, r))
         watcher.start()
         liveness = self.loop.create_task(self.liveness_loop())
+        if self.first is not None:
+            self.adopt(1, self.first)
         self.feed(machine.Tick(self.loop.time()))
         try:
             return await self.done
@@ -131,10 +133,13 @@ class Supervisor:
             self.log.error("cannot start the server child: %s", err)
             self.finish(ExitCode.OS_ERROR)
             return
-        self.track(action.proc, spawned)
+        self.adopt(action.proc, spawned)
+
+    def adopt(self, proc: int, spawned: Spawned) -> None:
+        self.track(proc, spawned)
         assert spawned.ready_fd is not None
-        self.loop.add_reader(spawned.ready_fd, self.on_ready, action.proc)
-        self.log.info("started child %d (pid %d): loading %s", action.proc, spawned.pid, self.cfg.server.app)
+        self.loop.add_reader(spawned.ready_fd, self.on_ready, proc)
+        self.log.info("started child %d (pid %d): loading %s", proc, spawned.pid, self.cfg.server.app)
 
     def go(self, action: machine.Go) -> None:
         spawned = self.procs.get(action.proc)
@@ -210,6 +215,8 @@ class Supervisor:
 
     def kill_leftovers(self) -> None:
         """Nothing outlives the launcher: kill and reap any descendant still around."""
+        import psutil  # only needed here, at exit
+
         for spawned in self.procs.values():
             signal_group(spawned.pid, signal.SIGKILL)
         leftovers = psutil.Process().children(recursive=True)
