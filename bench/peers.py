@@ -45,8 +45,12 @@ class Peer:
     def command(self) -> list[str]:
         raise NotImplementedError
 
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / f"{self.name}.log"
+
     def start(self) -> "Peer":
-        log = open(self.workdir / f"{self.name}.log", "ab")
+        log = open(self.log_path, "ab")
         env = {**os.environ, **self.env, **self.extra_env, "PYTHONUNBUFFERED": "1"}
         self.process = subprocess.Popen(self.command(), cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

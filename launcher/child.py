@@ -18,6 +18,9 @@ from typing import Iterator, Mapping, Sequence
 from launcher.config import Config
 
 _STDIN_NULL = (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0)
+# Python ignores SIGPIPE and SIGXFSZ; a child must start with their default actions (as
+# subprocess's restore_signals does) and with no signal blocked, whatever the launcher holds.
+_DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
 
 
 @dataclass
@@ -55,7 +58,8 @@ def _inherited(fds: Sequence[int]) -> Iterator[None]:
 
 def _spawn(argv: Sequence[str], env: Mapping[str, str], fds: Sequence[int] = ()) -> int:
     with _inherited(fds):
-        return os.posix_spawnp(argv[0], list(argv), env, file_actions=[_STDIN_NULL], setsid=True)
+        return os.posix_spawnp(argv[0], list(argv), env, file_actions=[_STDIN_NULL], setsid=True,
+                               setsigmask=(), setsigdef=_DEFAULT_SIGNALS)
 
 
 def spawn_server(cfg: Config, listener: socket.socket, env: Mapping[str, str], name: str) -> Spawned:

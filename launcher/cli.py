@@ -15,6 +15,8 @@ from launcher import logs
 from launcher.config import Config, ConfigError
 from launcher.child import child_environment, spawn_server
 from launcher.machine import ExitCode
+from launcher import signals
+from launcher.reaper import become_subreaper
 
 DEFAULT_CONFIG = Path("config.yaml")
 HEALTHCHECK_TIMEOUT = 3.0
@@ -43,6 +45,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         print(f"launcher: invalid configuration:\n  " + str(err).replace("\n", "\n  "), file=sys.stderr)
         return ExitCode.CONFIG
+    if args.command != "run":
+        signals.release()  # only `run` handles them itself
     return COMMANDS[args.command](cfg)
 
 
@@ -96,6 +100,7 @@ def bind(cfg: Config) -> socket.socket:
 
 
 def run(cfg: Config) -> int:
+    signals.hold()  # already held when started as `python -m launcher`; main() may be called directly
     log = logs.setup(cfg.log.format, cfg.log.level, [cfg.database.password.get_secret_value()])
     try:
         listener = bind(cfg)
@@ -116,7 +121,6 @@ def run(cfg: Config) -> int:
     # Imported only now, so that the first child imports the app while we import these.
     import asyncio
 
-    from launcher.reaper import become_subreaper
     from launcher.supervisor import Supervisor
 
     become_subreaper()

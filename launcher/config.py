@@ -83,7 +83,7 @@ class DatabaseConfig(_Section):
 
 class ProbeConfig(_Section):
     interval: Duration = Field(1.0, gt=0, le=3600)
-    timeout: Duration = Field(1.0, gt=0, le=600)
+    timeout: Duration = Field(0.5, gt=0, le=600)
     failures_before_down: int = Field(2, ge=1, le=1000)
     startup_timeout: Duration = Field(0.0, ge=0)
 
@@ -117,7 +117,7 @@ class LogConfig(_Section):
 
 class PrestartConfig(_Section):
     steps: tuple[PrestartStep, ...] = (
-        PrestartStep(name="migrate", command=["python", "-m", "alembic", "upgrade", "head"]),
+        PrestartStep(name="migrate", command=["python", "-m", "api.migrate"]),
     )
     after_db_loss: bool = False
 

@@ -6,9 +6,12 @@ Every socket operation is bounded (connect, read, write), so a frozen server
 from __future__ import annotations
 
 import socket
+import ssl
 from dataclasses import dataclass
+from typing import Any
 
 import pymysql
+import pymysql.connections
 
 from launcher.config import DatabaseConfig
 
@@ -40,9 +43,23 @@ class ProbeResult:
         return HINTS.get(self.reason, "")
 
 
+class _Connection(pymysql.connections.Connection):
+    """PyMySQL builds a new SSL context for its default, preferred TLS on every connect, loading
+    the CA store: 46 ms of CPU here, 5 % of a core at one probe a second. Build it once."""
+
+    _preferred_tls: ssl.SSLContext | None = None
+
+    def _create_ssl_ctx(self, sslp: Any) -> ssl.SSLContext:
+        if sslp != {}:
+            return super()._create_ssl_ctx(sslp)
+        if _Connection._preferred_tls is None:
+            _Connection._preferred_tls = super()._create_ssl_ctx(sslp)
+        return _Connection._preferred_tls
+
+
 def probe(db: DatabaseConfig, timeout: float) -> ProbeResult:
     try:
-        conn = pymysql.connect(
+        conn = _Connection(
             host=db.host, port=db.port, user=db.user, password=db.password.get_secret_value(),
             database=db.name, connect_timeout=timeout, read_timeout=timeout, write_timeout=timeout,
         )

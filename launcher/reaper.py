@@ -11,6 +11,7 @@ import os
 import signal
 from typing import Callable, Iterator
 
+from launcher import signals
 from launcher.machine import ExitStatus
 
 PR_SET_CHILD_SUBREAPER = 36
@@ -43,22 +44,16 @@ def reap_all() -> Iterator[tuple[int, ExitStatus]]:
         yield pid, decode(status)
 
 
-# Signals and what they ask of the launcher; the rest of the handled set is forwarded.
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
-RELOAD_SIGNALS = (signal.SIGHUP,)
-FORWARDED_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH)
-
-
 def install(loop_add: Callable[[int, Callable[[], None]], None],
             on_stop: Callable[[signal.Signals], None],
             on_reload: Callable[[], None],
             on_forward: Callable[[signal.Signals], None],
             on_child: Callable[[], None]) -> None:
     """Route each signal to its handler; handlers run in the loop, never in signal context."""
-    for sig in STOP_SIGNALS:
+    for sig in signals.STOP:
         loop_add(sig, lambda s=sig: on_stop(s))
-    for sig in RELOAD_SIGNALS:
+    for sig in signals.RELOAD:
         loop_add(sig, on_reload)
-    for sig in FORWARDED_SIGNALS:
+    for sig in signals.FORWARDED:
         loop_add(sig, lambda s=sig: on_forward(s))
     loop_add(signal.SIGCHLD, on_child)

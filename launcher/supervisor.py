@@ -11,7 +11,7 @@ import signal
 import socket
 from typing import Callable, Mapping
 
-from launcher import machine
+from launcher import machine, signals
 from launcher.child import Spawned, signal_group, spawn_server, spawn_step
 from launcher.config import Config
 from launcher.dbprobe import ProbeResult
@@ -44,6 +44,7 @@ class Supervisor:
         self.unavailable = Unavailable(self.listener, self.reason)
         install(self.loop.add_signal_handler, self.on_stop_signal, self.on_reload_signal,
                 self.on_forward_signal, self.on_sigchld)
+        signals.release()
         watcher = DbWatcher(self.cfg, lambda r: self.loop.call_soon_threadsafe(self.on_probe, r))
         watcher.start()
         liveness = self.loop.create_task(self.liveness_loop())
@@ -103,7 +104,7 @@ class Supervisor:
         if spawned is None or spawned.ready_fd is None:
             return
         data = os.read(spawned.ready_fd, 64)
-        self.close_ready(spawned)
+        self.close_pipes(spawned)
         if data:
             self.feed(machine.ChildReady(self.now(), proc))
 
@@ -193,9 +194,9 @@ class Supervisor:
     def forget(self, proc: int) -> None:
         spawned = self.procs.pop(proc, None)
         if spawned is not None:
-            self.close_ready(spawned)
+            self.close_pipes(spawned)
 
-    def close_ready(self, spawned: Spawned) -> None:
+    def close_pipes(self, spawned: Spawned) -> None:
         if spawned.ready_fd is not None:
             self.loop.remove_reader(spawned.ready_fd)
             os.close(spawned.ready_fd)

@@ -31,13 +31,18 @@ class DbWatcher:
 
     def _run(self) -> None:
         interval = self._cfg.probe.interval
+        previous_ok = False
         while not self._stop.is_set():
             started = time.monotonic()
             result = probe(self._cfg.database, self._cfg.probe.timeout)
             if self._stop.is_set():
                 return
             self._deliver(result)
-            self._stop.wait(max(0.0, started + interval - time.monotonic()))
+            # A first failure after a success is confirmed at once, not a whole interval later:
+            # detection of a lost DB then takes two probe timeouts, not two intervals.
+            confirm = previous_ok and not result.ok
+            previous_ok = result.ok
+            self._stop.wait(0.0 if confirm else max(0.0, started + interval - time.monotonic()))
 
 
 async def check_liveness(address: str, path: str, timeout: float) -> tuple[bool, str]:

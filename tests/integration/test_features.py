@@ -63,3 +63,21 @@ def test_blocked_event_loop_fails_liveness_and_is_replaced(launcher: Start) -> N
     service.wait_log("liveness checks; killing it", timeout=30)
     service.wait_status(200, "/api/pid", timeout=20)
     wait_until(lambda: not alive([child]), 10, what="the blocked child to be gone")
+
+
+def test_migration_is_skipped_when_the_schema_is_at_head(launcher: Start, mariadb: MariaDB) -> None:
+    first = launcher()
+    first.wait_status(200)
+    first.stop()
+    again = launcher()
+    again.wait_status(200)
+    assert "schema at head (0001); nothing to do" in again.log()
+
+
+def test_migration_runs_when_the_schema_is_behind(launcher: Start, mariadb: MariaDB) -> None:
+    mariadb.execute("DROP TABLE IF EXISTS app.notes")
+    mariadb.execute("DROP TABLE IF EXISTS app.alembic_version")
+    service = launcher()
+    service.wait_status(200)
+    assert mariadb.execute("SELECT version_num FROM app.alembic_version") == [("0001",)]
+    assert httpx.post(service.url + "/api/notes", json={"text": "after"}, timeout=5).status_code == 201

@@ -4,6 +4,7 @@ from __future__ import annotations
 import shutil
 import signal
 import subprocess
+import time
 from typing import Callable
 
 import psutil
@@ -75,3 +76,23 @@ def test_sigint_stops_pid_1_with_exit_0(launcher: Start) -> None:
     service.wait_status(200, "/api/pid")
     service.signal(signal.SIGINT)
     assert service.wait_exit(20) == 0
+
+
+@needs_unshare
+def test_sigterm_right_after_start_is_not_lost_by_pid_1(launcher: Start) -> None:
+    """PID 1 ignores a signal it has no handler for: one sent before the handlers exist must wait."""
+    service = launcher(config=TEST_APP, prefix=PID_NAMESPACE)
+    service.pid  # the launcher exists; it is still importing its modules, with no handler yet
+    time.sleep(0.15)
+    service.signal(signal.SIGTERM)
+    assert service.wait_exit(20) == 0
+    assert "got SIGTERM: stopping" in service.log()
+
+
+def test_sigterm_right_after_start_exits_0_and_leaves_no_child(launcher: Start) -> None:
+    service = launcher(config=TEST_APP)
+    wait_until(lambda: service.children(), 10, what="the first child")
+    children = [p.pid for p in service.children()]
+    service.signal(signal.SIGTERM)
+    assert service.wait_exit(20) == 0
+    wait_until(lambda: not [p for p in children if psutil.pid_exists(p)], 5, what="no child left")
