@@ -132,10 +132,5 @@ class BarePeer(Peer):
     def command(self) -> list[str]:
         return [*UVICORN, "--port", str(self.port), "api.main:app"]
 
-    @property
-    def supervisor_pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
     def server_pid(self) -> int | None:
         return self.process.pid if self.process and self.process.poll() is None else None

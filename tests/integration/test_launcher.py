@@ -57,19 +57,11 @@ def test_db_stopped_while_serving_stops_the_child_and_health_is_not_200(launcher
     service.wait_log("database lost after 2 failed probes")
 
 
-def test_db_back_serves_200_again_with_no_manual_step(launcher: Start, mariadb: MariaDB) -> None:
+@pytest.mark.parametrize("fault", ["stop", "kill"])
+def test_db_back_serves_200_again_with_no_manual_step(launcher: Start, mariadb: MariaDB, fault: str) -> None:
     service = launcher()
     service.wait_status(200)
-    mariadb.stop()
-    service.wait_status(503, timeout=20)
-    mariadb.start()
-    service.wait_status(200, timeout=30)
-
-
-def test_db_killed_with_9_is_recovered(launcher: Start, mariadb: MariaDB) -> None:
-    service = launcher()
-    service.wait_status(200)
-    mariadb.kill()
+    getattr(mariadb, fault)()
     service.wait_status(503, timeout=20)
     mariadb.start()
     service.wait_status(200, timeout=30)
