@@ -83,6 +83,7 @@ class DatabaseConfig(_Section):
 
 class ProbeConfig(_Section):
     interval: Duration = Field(1.0, gt=0, le=3600)
+    retry_interval: Duration = Field(0.25, gt=0, le=3600)
     timeout: Duration = Field(0.5, gt=0, le=600)
     failures_before_down: int = Field(2, ge=1, le=1000)
     startup_timeout: Duration = Field(0.0, ge=0)

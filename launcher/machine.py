@@ -46,8 +46,8 @@ UNAVAILABLE_REASON = {
 # terminal or `timeout` signals the process and its group), not a demand to kill.
 ESCALATE_AFTER = 1.0
 
-# A run of identical probe failures is logged once, then summarised this often.
-SUMMARY_EVERY = 30
+# A run of identical probe failures is logged once, then summarised this often (seconds).
+SUMMARY_EVERY = 30.0
 
 
 @dataclass(frozen=True)
@@ -187,6 +187,7 @@ class State:
     db_failures: int = 0
     failure_reason: str = ""
     failure_repeats: int = 0
+    failure_logged_at: float = 0.0
     step: Proc | None = None
     next_step: int = 0
     standby: Proc | None = None  # parked child, app imported, waiting for Go
@@ -305,9 +306,10 @@ def _on_db_probed(cfg: Config, s: State, e: DbProbed) -> State:
     repeats = s.failure_repeats + 1 if e.reason == s.failure_reason else 1
     s = replace(s, db_failures=s.db_failures + 1, failure_reason=e.reason, failure_repeats=repeats)
     if repeats == 1:
-        s = _say(s, "warning", f"database probe failed: {e.reason}: {e.detail}")
-    elif repeats % SUMMARY_EVERY == 0:
+        s = replace(_say(s, "warning", f"database probe failed: {e.reason}: {e.detail}"), failure_logged_at=e.now)
+    elif e.now - s.failure_logged_at >= SUMMARY_EVERY:
         s = _say(s, "warning", f"database still failing: {e.reason} ({repeats} probes in a row)")
+        s = replace(s, failure_logged_at=e.now)
     if s.db_up and s.db_failures >= cfg.probe.failures_before_down:
         return _db_lost(cfg, s, e.now)
     return s

@@ -30,18 +30,20 @@ class DbWatcher:
         self._stop.set()
 
     def _run(self) -> None:
-        interval = self._cfg.probe.interval
+        cfg = self._cfg.probe
         previous_ok = False
         while not self._stop.is_set():
             started = time.monotonic()
-            result = probe(self._cfg.database, self._cfg.probe.timeout)
+            result = probe(self._cfg.database, cfg.timeout)
             if self._stop.is_set():
                 return
             self._deliver(result)
             # A first failure after a success is confirmed at once, not a whole interval later:
-            # detection of a lost DB then takes two probe timeouts, not two intervals.
+            # detection of a lost DB then takes two probe timeouts, not two intervals. While the
+            # DB does not answer, it is tried more often, so its return is noticed at once.
             confirm = previous_ok and not result.ok
             previous_ok = result.ok
+            interval = cfg.interval if result.ok else cfg.retry_interval
             self._stop.wait(0.0 if confirm else max(0.0, started + interval - time.monotonic()))
 
 
