@@ -6,7 +6,8 @@ import os
 import signal
 import socket
 import time
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 import httpx
 import pytest
@@ -171,15 +172,21 @@ def test_sigterm_exits_0_and_leaves_no_process(launcher: Start, mariadb: MariaDB
     assert alive(descendants) == []
 
 
+@contextmanager
+def request_in_flight(service: Launcher, seconds: int) -> Iterator[concurrent.futures.Future[httpx.Response]]:
+    """A request that takes `seconds` to answer, sent in the background and under way."""
+    with httpx.Client(timeout=seconds + 10) as client, concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(client.get, f"{service.url}/api/slow/{seconds}")
+        time.sleep(0.5)
+        yield pending
+
+
 def test_sigterm_lets_the_in_flight_request_complete(launcher: Start) -> None:
     service = launcher(config=TEST_APP)
     service.wait_status(200, "/api/pid")
-    with httpx.Client(timeout=10) as client:
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            pending = pool.submit(client.get, service.url + "/api/slow/2")
-            time.sleep(0.5)
-            service.signal(signal.SIGTERM)
-            response = pending.result()
+    with request_in_flight(service, 2) as pending:
+        service.signal(signal.SIGTERM)
+        response = pending.result()
     assert (response.status_code, response.text) == (200, "slow done")
     assert service.wait_exit(20) == 0
 
@@ -187,18 +194,15 @@ def test_sigterm_lets_the_in_flight_request_complete(launcher: Start) -> None:
 def test_second_sigterm_kills_the_child_at_once(launcher: Start) -> None:
     service = launcher(config=TEST_APP)
     service.wait_status(200, "/api/pid")
-    with httpx.Client(timeout=30) as client:
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            pending = pool.submit(client.get, service.url + "/api/slow/20")
-            time.sleep(0.5)
-            service.signal(signal.SIGTERM)
-            time.sleep(1.5)
-            started = time.monotonic()
-            service.signal(signal.SIGTERM)
-            assert service.wait_exit(10) == 0
-            assert time.monotonic() - started < 3
-            with pytest.raises(httpx.HTTPError):
-                pending.result()
+    with request_in_flight(service, 20) as pending:
+        service.signal(signal.SIGTERM)
+        time.sleep(1.5)
+        started = time.monotonic()
+        service.signal(signal.SIGTERM)
+        assert service.wait_exit(10) == 0
+        assert time.monotonic() - started < 3
+        with pytest.raises(httpx.HTTPError):
+            pending.result()
 
 
 def test_sighup_replaces_the_child_without_refusing_requests(launcher: Start) -> None:
