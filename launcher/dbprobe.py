@@ -36,11 +36,7 @@ _BY_MYSQL_CODE = {1040: "too_many_connections", 1044: "access_denied", 1045: "ac
 class ProbeResult:
     ok: bool
     reason: str = ""
-    detail: str = ""
-
-    @property
-    def hint(self) -> str:
-        return HINTS.get(self.reason, "")
+    detail: str = ""  # the server's message and, after it, the hint for the fix
 
 
 class _Connection(pymysql.connections.Connection):
