@@ -38,7 +38,7 @@ def child_environment(cfg: Config, environ: Mapping[str, str]) -> dict[str, str]
     env.update(
         PYTHONUNBUFFERED="1",
         MYSQL_HOST=db.host, MYSQL_PORT=str(db.port), MYSQL_DATABASE=db.name,
-        MYSQL_USER=db.user, MYSQL_PASSWORD=db.password.get_secret_value(),
+        MYSQL_USER=db.user, MYSQL_PASSWORD=db.password.reveal(),
     )
     env.pop("MYSQL_PASSWORD_FILE", None)
     return env

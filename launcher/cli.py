@@ -101,7 +101,7 @@ def bind(cfg: Config) -> socket.socket:
 
 def run(cfg: Config) -> int:
     signals.hold()  # already held when started as `python -m launcher`; main() may be called directly
-    log = logs.setup(cfg.log.format, cfg.log.level, [cfg.database.password.get_secret_value()])
+    log = logs.setup(cfg.log.format, cfg.log.level, [cfg.database.password.reveal()])
     try:
         listener = bind(cfg)
     except OSError as err:

@@ -45,6 +45,7 @@ class MariaDB:
     database: str = "app"
     user: str = "app"
     password: str = "app-local-dev"
+    options: tuple[str, ...] = ()  # extra mariadbd options, e.g. TLS certificates
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -86,7 +87,7 @@ class MariaDB:
             [server, "--no-defaults", f"--datadir={self.datadir}", f"--socket={self.socket_path}",
              f"--port={self.port}", "--bind-address=127.0.0.1", f"--pid-file={self.datadir / 'mysqld.pid'}",
              "--skip-name-resolve", "--skip-log-bin", "--innodb-buffer-pool-size=32M",
-             "--innodb-log-file-size=16M", "--max-connections=500", *self._as_user()],
+             "--innodb-log-file-size=16M", "--max-connections=500", *self.options, *self._as_user()],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
         )
         log.close()

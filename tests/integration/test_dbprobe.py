@@ -1,19 +1,27 @@
 """Each probe failure is classified from what a real MariaDB does, and bounded in time."""
 from __future__ import annotations
 
+import datetime
 import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Iterator
 
-from pydantic import SecretStr
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
 
-from launcher.config import DatabaseConfig
+from launcher.config import DatabaseConfig, Secret
 from launcher.dbprobe import probe
 from localdb.server import MariaDB, free_port
 
 
 def target(db: MariaDB, **kw: object) -> DatabaseConfig:
-    base = DatabaseConfig(host="127.0.0.1", port=db.port, user=db.user, password=SecretStr(db.password),
+    base = DatabaseConfig(host="127.0.0.1", port=db.port, user=db.user, password=Secret(db.password),
                           name=db.database)
-    return base.model_copy(update=kw)
+    return replace(base, **kw)
 
 
 def test_probe_succeeds_against_a_live_server(mariadb: MariaDB) -> None:
@@ -27,7 +35,7 @@ def test_nothing_listening_is_refused(mariadb: MariaDB) -> None:
 
 
 def test_wrong_password_is_access_denied_and_not_echoed(mariadb: MariaDB) -> None:
-    result = probe(target(mariadb, password=SecretStr("wrong-pw-123")), 2.0)
+    result = probe(target(mariadb, password=Secret("wrong-pw-123")), 2.0)
     assert result.reason == "access_denied"
     assert "wrong-pw-123" not in result.detail
 
@@ -48,3 +56,36 @@ def test_frozen_server_is_a_timeout_bounded_by_the_probe_timeout(mariadb: MariaD
     mariadb.resume()
     assert result.reason == "timeout"
     assert took < 2.0
+
+
+def self_signed(directory: Path) -> tuple[str, ...]:
+    """A key and certificate for a TLS-enabled MariaDB, as MySQL 8 has by default."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localdb")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now)
+            .not_valid_after(now + datetime.timedelta(days=1)).sign(key, hashes.SHA256()))
+    (directory / "key.pem").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()))
+    (directory / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return (f"--ssl-key={directory / 'key.pem'}", f"--ssl-cert={directory / 'cert.pem'}")
+
+
+@pytest.fixture(scope="module")
+def tls_mariadb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MariaDB]:
+    certs = tmp_path_factory.mktemp("certs")
+    server = MariaDB(tmp_path_factory.mktemp("tls-mariadb"), options=self_signed(certs))
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_probe_logs_in_over_tls_when_the_server_offers_it(tls_mariadb: MariaDB) -> None:
+    def accepted() -> int:
+        return int(dict(tls_mariadb.execute("SHOW GLOBAL STATUS LIKE 'Ssl_accepts'"))["Ssl_accepts"])
+
+    before = accepted()
+    assert probe(target(tls_mariadb), 2.0).ok
+    assert probe(target(tls_mariadb), 2.0).ok
+    assert accepted() == before + 3  # the two probes, and the connection that asks

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import signal
+from dataclasses import replace
 
 import pytest
 
@@ -9,11 +10,11 @@ from launcher import machine as m
 from launcher.config import Config, Policy, PrestartConfig, PrestartStep
 
 NO_STEPS = Config(prestart=PrestartConfig(steps=()))
-MIGRATE = PrestartStep(name="migrate", command=["true"])
+MIGRATE = PrestartStep(name="migrate", command=("true",))
 
 
 def cfg(**kw: object) -> Config:
-    return NO_STEPS.model_copy(update=kw)
+    return replace(NO_STEPS, **kw)
 
 
 def steps(*items: PrestartStep, after_db_loss: bool = False) -> Config:
@@ -103,14 +104,14 @@ def test_parked_child_dying_counts_as_a_crash_and_backs_off() -> None:
 
 
 def test_prestart_steps_run_in_order_while_the_child_is_parked() -> None:
-    run = Run(steps(PrestartStep(name="a", command=["true"]), PrestartStep(name="b", command=["true"])))
+    run = Run(steps(PrestartStep(name="a", command=("true",)), PrestartStep(name="b", command=("true",))))
     assert run.up(0.0) == [m.RunStep(1, 0), m.StartChild(2)]
     assert run(exited(1.0, 1)) == [m.RunStep(3, 1)]
     assert run(exited(2.0, 3)) == [m.Go(2)]
 
 
 def test_failed_prestart_step_is_retried_after_backoff_and_the_child_waits() -> None:
-    run = Run(steps(PrestartStep(name="migrate", command=["false"])))
+    run = Run(steps(PrestartStep(name="migrate", command=("false",))))
     run.up(0.0)
     assert run(exited(1.0, 1, code=1)) == []
     assert "prestart step 'migrate' failed (exit code 1)" in run.logs()
@@ -120,7 +121,7 @@ def test_failed_prestart_step_is_retried_after_backoff_and_the_child_waits() -> 
 
 
 def test_prestart_step_past_its_timeout_is_killed_and_counts_as_failed() -> None:
-    run = Run(steps(PrestartStep(name="migrate", command=["sleep", "99"], timeout=5.0)))
+    run = Run(steps(PrestartStep(name="migrate", command=("sleep", "99"), timeout=5.0)))
     run.up(0.0)
     assert run(m.Tick(5.0)) == [m.KillProc(1)]
     run(m.ProcExited(5.1, 1, m.ExitStatus(signal=signal.SIGKILL)))
@@ -203,7 +204,7 @@ def test_backoff_resets_after_the_child_stayed_up_long_enough() -> None:
 
 
 def test_crash_loop_past_the_budget_exits_70() -> None:
-    run = Run(cfg(restart=NO_STEPS.restart.model_copy(update={"max_restarts": 2})))
+    run = Run(cfg(restart=replace(NO_STEPS.restart, max_restarts=2)))
     child, now = run.serving(), 1.0
     for _ in range(2):
         run(exited(now, child, 1))
@@ -213,7 +214,7 @@ def test_crash_loop_past_the_budget_exits_70() -> None:
 
 
 def test_restarts_outside_the_window_do_not_count() -> None:
-    run = Run(cfg(restart=NO_STEPS.restart.model_copy(update={"max_restarts": 1, "window": 10.0})))
+    run = Run(cfg(restart=replace(NO_STEPS.restart, max_restarts=1, window=10.0)))
     child = run.serving()
     run(exited(1.0, child, 1))
     assert run(exited(30.0, released(run(m.Tick(2.0))), 1)) == []
@@ -358,7 +359,7 @@ def test_stop_signal_delivered_twice_at_once_still_drains() -> None:
 
 
 def test_startup_deadline_gives_up_with_69() -> None:
-    run = Run(cfg(probe=NO_STEPS.probe.model_copy(update={"startup_timeout": 10.0})))
+    run = Run(cfg(probe=replace(NO_STEPS.probe, startup_timeout=10.0)))
     run.down(1.0)
     assert m.next_wake(run.cfg, run.s) == 10.0
     assert run(m.Tick(10.0)) == [m.StopProc(1)]
