@@ -119,12 +119,10 @@ def run(cfg: Config) -> int:
         log.error("cannot start the server child: %s", err)
         return ExitCode.OS_ERROR
     # Imported only now, so that the first child imports the app while we import these.
-    import asyncio
-
     from launcher.supervisor import Supervisor
 
     become_subreaper()
-    code = asyncio.run(Supervisor(cfg, listener, env, log, first).run())
+    code = Supervisor(cfg, listener, env, log, first).run()
     log.info("exiting with %d", code)
     return code
 

@@ -240,7 +240,7 @@ def next_wake(cfg: Config, s: State) -> float | None:
     times += [p.deadline for p in (s.step, s.starting) if p and p.deadline is not None]
     if s.backoff_until:
         times.append(s.backoff_until)
-    if not s.db_ever_up and cfg.probe.startup_timeout:
+    if not s.db_ever_up and cfg.probe.startup_timeout and s.exit_code is None:
         times.append(s.started_at + cfg.probe.startup_timeout)
     return min(times) if times else None
 

@@ -3,22 +3,23 @@ into events, and carries out the actions the machine returns. It decides nothing
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import random
 import signal
 import socket
+from functools import partial
 from typing import Callable, Mapping
 
 from launcher import machine, signals
 from launcher.child import Spawned, signal_group, spawn_server, spawn_step
 from launcher.config import Config
 from launcher.dbprobe import ProbeResult
+from launcher.loop import Loop, Timer
 from launcher.machine import ExitCode
 from launcher.reaper import install, reap_all
 from launcher.unavailable import Unavailable
-from launcher.watchers import DbWatcher, check_liveness
+from launcher.watchers import DbWatcher, LivenessWatcher
 
 
 # At exit, how long the launcher keeps answering 503 to connections already queued.
@@ -35,30 +36,33 @@ class Supervisor:
         self.log = log
         self.procs: dict[int, Spawned] = {}  # the machine's process ids -> what runs
         self.pids: dict[int, int] = {}  # OS pid -> the machine's process id
-        self.timer: asyncio.TimerHandle | None = None
+        self.timer: Timer | None = None
+        self.code: int | None = None  # set once the machine says Exit
+        self.loop = Loop()
+        self.state = machine.initial(self.loop.time(), parked=first is not None)
+        self.unavailable = Unavailable(self.loop, listener, self.reason)
 
-    async def run(self) -> int:
-        self.loop = asyncio.get_running_loop()
-        self.state = machine.initial(self.loop.time(), parked=self.first is not None)
-        self.done: asyncio.Future[int] = self.loop.create_future()
-        self.unavailable = Unavailable(self.listener, self.reason)
+    def run(self) -> int:
         install(self.loop.add_signal_handler, self.on_stop_signal, self.on_reload_signal,
                 self.on_forward_signal, self.on_sigchld)
         signals.release()
-        watcher = DbWatcher(self.cfg, lambda r: self.loop.call_soon_threadsafe(self.on_probe, r))
-        watcher.start()
-        liveness = self.loop.create_task(self.liveness_loop())
+        watchers = (DbWatcher(self.cfg, lambda r: self.loop.call_soon_threadsafe(partial(self.on_probe, r))),
+                    LivenessWatcher(self.cfg, self.liveness_target, self.on_liveness))
+        for watcher in watchers:
+            watcher.start()
         if self.first is not None:
             self.adopt(1, self.first)
         self.feed(machine.Tick(self.loop.time()))
         try:
-            return await self.done
+            self.loop.run(until=lambda: self.code is not None)
+            return int(self.code or 0)
         finally:
-            watcher.stop()
-            liveness.cancel()
+            for watcher in watchers:
+                watcher.stop()
             self.kill_leftovers()
-            await self.unavailable.drain(EXIT_DRAIN)
+            self.unavailable.drain(EXIT_DRAIN)
             self.unavailable.close()
+            self.loop.close()
 
     def reason(self) -> str:
         return machine.UNAVAILABLE_REASON.get(machine.phase(self.state, self.loop.time()), "unavailable")
@@ -108,16 +112,16 @@ class Supervisor:
         if data:
             self.feed(machine.ChildReady(self.now(), proc))
 
-    async def liveness_loop(self) -> None:
-        live = self.cfg.liveness
-        while True:
-            await asyncio.sleep(live.interval)
-            serving = self.state.serving
-            spawned = self.procs.get(serving.id) if serving else None
-            if serving is None or spawned is None:
-                continue
-            ok, why = await check_liveness(spawned.private_address, live.path, live.timeout)
-            self.feed(machine.LivenessChecked(self.now(), serving.id, ok, why, random.random()))
+    def liveness_target(self) -> tuple[int, str] | None:
+        """Called from the liveness thread: the serving child, if any (reads are atomic)."""
+        serving = self.state.serving
+        spawned = self.procs.get(serving.id) if serving else None
+        return None if serving is None or spawned is None else (serving.id, spawned.private_address)
+
+    def on_liveness(self, proc: int, ok: bool, why: str) -> None:
+        """Called from the liveness thread; the machine drops a result for a child no longer serving."""
+        self.loop.call_soon_threadsafe(
+            lambda: self.feed(machine.LivenessChecked(self.now(), proc, ok, why, random.random())))
 
     def reschedule(self) -> None:
         if self.timer:
@@ -139,7 +143,7 @@ class Supervisor:
     def adopt(self, proc: int, spawned: Spawned) -> None:
         self.track(proc, spawned)
         assert spawned.ready_fd is not None
-        self.loop.add_reader(spawned.ready_fd, self.on_ready, proc)
+        self.loop.add_reader(spawned.ready_fd, partial(self.on_ready, proc))
         self.log.info("started child %d (pid %d): loading %s", proc, spawned.pid, self.cfg.server.app)
 
     def go(self, action: machine.Go) -> None:
@@ -211,8 +215,8 @@ class Supervisor:
             signal_group(spawned.pid, sig)
 
     def finish(self, code: int) -> None:
-        if not self.done.done():
-            self.done.set_result(int(code))
+        if self.code is None:
+            self.code = int(code)
 
     def kill_leftovers(self) -> None:
         """Nothing outlives the launcher: kill and reap any descendant still around."""

@@ -6,11 +6,12 @@ so garbage, half-sent requests and idle sockets cannot exhaust the launcher.
 """
 from __future__ import annotations
 
-import asyncio
 import json
 import select
 import socket
 from typing import Callable
+
+from launcher.loop import Loop, Timer
 
 HEAD_LIMIT = 8192
 READ_TIMEOUT = 2.0
@@ -30,43 +31,92 @@ def response(reason: str, retry_after: int) -> bytes:
     return head.encode() + body
 
 
+class _Client:
+    """One connection: read the request head, answer, then read until the client closes."""
+
+    def __init__(self, owner: Unavailable, conn: socket.socket) -> None:
+        self.owner = owner
+        self.conn = conn
+        self.head = b""
+        self.answered = False
+        self.timer: Timer = owner.loop.call_later(READ_TIMEOUT, self.close)
+        owner.loop.add_reader(conn, self.on_readable)
+
+    def on_readable(self) -> None:
+        try:
+            data = self.conn.recv(65536 if self.answered else HEAD_LIMIT)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.close()
+        elif not self.answered:
+            self.read_head(data)
+        # Once answered, what the client still sends (a request body) is read and dropped:
+        # closing with unread data makes the kernel send RST, and the client would lose the answer.
+
+    def read_head(self, data: bytes) -> None:
+        self.head += data
+        if b"\r\n\r\n" not in self.head:
+            if len(self.head) >= HEAD_LIMIT:
+                self.close()
+            return
+        answer = response(self.owner.reason(), self.owner.retry_after)
+        try:
+            sent = self.conn.send(answer)  # a fresh socket's buffer holds it whole
+            self.conn.shutdown(socket.SHUT_WR)
+        except OSError:
+            sent = 0
+        if sent != len(answer):
+            self.close()
+            return
+        self.answered = True
+        self.timer.cancel()
+        self.timer = self.owner.loop.call_later(LINGER_TIMEOUT, self.close)
+
+    def close(self) -> None:
+        self.timer.cancel()
+        self.owner.loop.remove_reader(self.conn)
+        self.conn.close()
+        self.owner.clients.discard(self)
+
+
 class Unavailable:
     """Accepts on a dup of the held socket while switched on; switching is synchronous,
     so the launcher stops accepting in the same loop turn in which it starts a child."""
 
-    def __init__(self, listener: socket.socket, reason: Callable[[], str], retry_after: int = 1) -> None:
+    def __init__(self, loop: Loop, listener: socket.socket, reason: Callable[[], str], retry_after: int = 1) -> None:
+        self.loop = loop
+        self.reason = reason
+        self.retry_after = retry_after
+        self.clients: set[_Client] = set()
         self._sock = listener.dup()
         self._sock.setblocking(False)
-        self._reason = reason
-        self._retry_after = retry_after
         self._on = False
-        self._open = 0
-        self._tasks: set[asyncio.Task[None]] = set()
 
     def set(self, on: bool) -> None:
         if on == self._on:
             return
-        loop = asyncio.get_running_loop()
         if on:
-            loop.add_reader(self._sock.fileno(), self._accept)
+            self.loop.add_reader(self._sock, self._accept)
         else:
-            loop.remove_reader(self._sock.fileno())
+            self.loop.remove_reader(self._sock)
         self._on = on
 
-    async def drain(self, timeout: float) -> None:
+    def drain(self, timeout: float) -> None:
         """Answer every connection already queued on the socket before it closes: the
         kernel would reset them at close, though their clients believe they are connected."""
         self.set(True)
-        deadline = asyncio.get_running_loop().time() + timeout
-        while asyncio.get_running_loop().time() < deadline:
-            self._accept()
-            if not self._tasks and not _queued(self._sock):
-                break
-            await asyncio.sleep(0.01)
+        self._accept()
+        self.loop.run(until=lambda: not self.clients and not _queued(self._sock),
+                      deadline=self.loop.time() + timeout)
         self.set(False)
 
     def close(self) -> None:
         self.set(False)
+        for client in list(self.clients):
+            client.close()
         self._sock.close()
 
     def _accept(self) -> None:
@@ -76,40 +126,13 @@ class Unavailable:
             return  # a child took it first
         except OSError:
             return  # out of fds or similar: the connection stays in the backlog
-        if self._open >= MAX_CONNECTIONS:
+        if len(self.clients) >= MAX_CONNECTIONS:
             conn.close()
             return
-        task = asyncio.get_running_loop().create_task(self._answer(conn))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _answer(self, conn: socket.socket) -> None:
-        self._open += 1
-        writer = None
-        try:
-            reader, writer = await asyncio.open_connection(sock=conn, limit=HEAD_LIMIT)
-            await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT)
-            writer.write(response(self._reason(), self._retry_after))
-            await asyncio.wait_for(writer.drain(), READ_TIMEOUT)
-            writer.write_eof()
-            # Read what the client still sends (a request body) before closing: closing with
-            # unread data makes the kernel send RST, and the client would lose our answer.
-            await asyncio.wait_for(_discard(reader), LINGER_TIMEOUT)
-        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
-            pass
-        finally:
-            self._open -= 1
-            if writer is not None:
-                writer.close()
-            else:
-                conn.close()
+        conn.setblocking(False)
+        self.clients.add(_Client(self, conn))
 
 
 def _queued(sock: socket.socket) -> bool:
     """Whether a connection waits in the accept queue (a listening socket polls readable)."""
     return bool(select.select([sock], [], [], 0)[0])
-
-
-async def _discard(reader: asyncio.StreamReader) -> None:
-    while await reader.read(65536):
-        pass

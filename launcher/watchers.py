@@ -1,13 +1,14 @@
 """The periodic checks that feed the state machine: DB probes and child liveness.
 
-DB probes run in a daemon thread: PyMySQL blocks, and a thread that is still inside
-a bounded probe must never delay the launcher's exit. Liveness checks go to the
-child's private socket, so the answer comes from that very child, never from a
-sibling that shares the public socket during a swap.
+Each runs in a daemon thread of its own: both block (PyMySQL, a socket read), each
+is bounded by its timeout, a slow one never delays the other, and a thread still
+inside a check never delays the launcher's exit. Liveness checks go to the child's
+private socket, so the answer comes from that very child, never from a sibling
+that shares the public socket during a swap.
 """
 from __future__ import annotations
 
-import asyncio
+import socket
 import threading
 import time
 from typing import Callable
@@ -15,27 +16,33 @@ from typing import Callable
 from launcher.config import Config
 from launcher.dbprobe import ProbeResult, probe
 
+STATUS_LINE_LIMIT = 1024
 
-class DbWatcher:
-    def __init__(self, cfg: Config, deliver: Callable[[ProbeResult], None]) -> None:
-        self._cfg = cfg
-        self._deliver = deliver
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="db-probe", daemon=True)
 
-    def start(self) -> None:
-        self._thread.start()
+class _Watcher(threading.Thread):
+    """A daemon thread whose `run` waits on its stop flag between checks."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name=name, daemon=True)
+        self._halt = threading.Event()
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
 
-    def _run(self) -> None:
+
+class DbWatcher(_Watcher):
+    def __init__(self, cfg: Config, deliver: Callable[[ProbeResult], None]) -> None:
+        super().__init__("db-probe")
+        self._cfg = cfg
+        self._deliver = deliver
+
+    def run(self) -> None:
         cfg = self._cfg.probe
         previous_ok = False
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             started = time.monotonic()
             result = probe(self._cfg.database, cfg.timeout)
-            if self._stop.is_set():
+            if self._halt.is_set():
                 return
             self._deliver(result)
             # A first failure after a success is confirmed at once, not a whole interval later:
@@ -44,25 +51,58 @@ class DbWatcher:
             confirm = previous_ok and not result.ok
             previous_ok = result.ok
             interval = cfg.interval if result.ok else cfg.retry_interval
-            self._stop.wait(0.0 if confirm else max(0.0, started + interval - time.monotonic()))
+            self._halt.wait(0.0 if confirm else max(0.0, started + interval - time.monotonic()))
 
 
-async def check_liveness(address: str, path: str, timeout: float) -> tuple[bool, str]:
+class LivenessWatcher(_Watcher):
+    """Every interval, checks whichever child `target()` names (its id and private address)."""
+
+    def __init__(self, cfg: Config, target: Callable[[], tuple[int, str] | None],
+                 deliver: Callable[[int, bool, str], None]) -> None:
+        super().__init__("liveness")
+        self._cfg = cfg.liveness
+        self._target = target
+        self._deliver = deliver
+
+    def run(self) -> None:
+        while not self._halt.wait(self._cfg.interval):
+            target = self._target()
+            if target is None:
+                continue
+            proc, address = target
+            ok, why = check_liveness(address, self._cfg.path, self._cfg.timeout)
+            if not self._halt.is_set():
+                self._deliver(proc, ok, why)
+
+
+def check_liveness(address: str, path: str, timeout: float) -> tuple[bool, str]:
     """GET `path` over the child's private unix socket; ok only for a 200 in time."""
-    writer = None
+    deadline = time.monotonic() + timeout
     try:
-        async with asyncio.timeout(timeout):
-            reader, writer = await asyncio.open_unix_connection(address)
-            writer.write(f"GET {path} HTTP/1.1\r\nHost: launcher\r\nConnection: close\r\n\r\n".encode())
-            status_line = await reader.readline()
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(address)
+            sock.sendall(f"GET {path} HTTP/1.1\r\nHost: launcher\r\nConnection: close\r\n\r\n".encode())
+            status_line = _first_line(sock, deadline)
     except TimeoutError:
         return False, f"no answer within {timeout:g}s"
     except OSError as err:
         return False, f"cannot connect ({err.strerror or err})"
-    finally:
-        if writer is not None:
-            writer.close()
     parts = status_line.split()
     if len(parts) >= 2 and parts[1] == b"200":
         return True, ""
     return False, f"answered {status_line.decode(errors='replace').strip() or 'nothing'}"
+
+
+def _first_line(sock: socket.socket, deadline: float) -> bytes:
+    data = b""
+    while b"\n" not in data and len(data) < STATUS_LINE_LIMIT:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError
+        sock.settimeout(left)
+        chunk = sock.recv(STATUS_LINE_LIMIT)
+        if not chunk:
+            break
+        data += chunk
+    return data.split(b"\n", 1)[0]

@@ -367,6 +367,14 @@ def test_startup_deadline_gives_up_with_69() -> None:
     assert "did not answer within startup_timeout=10s" in run.logs()
 
 
+def test_after_the_startup_deadline_the_next_wake_is_the_kill_deadline_not_the_past() -> None:
+    """A wake time already past would have the shell tick without end while the child stops."""
+    run = Run(cfg(probe=replace(NO_STEPS.probe, startup_timeout=10.0)))
+    run.down(1.0)
+    run(m.Tick(10.0))
+    assert m.next_wake(run.cfg, run.s) == 10.0 + run.cfg.server.stop_grace
+
+
 def test_no_startup_deadline_means_waiting_forever() -> None:
     run = Run()
     assert run.down(86400.0) == [m.StartChild(1)]
