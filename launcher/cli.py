@@ -1,60 +1,97 @@
-"""Command line: run (default), config, check-db. Every failure is one clear line and a sysexits code."""
+"""Command line: run (default), config, check-db, healthcheck. Every failure is one clear line and a sysexits code."""
 from __future__ import annotations
 
-import argparse
 import errno
 import json
 import os
 import socket
 import sys
-from pathlib import Path
-from typing import NoReturn, Sequence
+from typing import Sequence
 
 from launcher import config as configuration
 from launcher import logs
 from launcher.config import Config, ConfigError
 from launcher.child import child_environment, spawn_server
-from launcher.machine import ExitCode
+from launcher.exitcodes import ExitCode
 from launcher import signals
-from launcher.reaper import become_subreaper
 
-DEFAULT_CONFIG = Path("config.yaml")
+DEFAULT_CONFIG = "config.yaml"
 HEALTHCHECK_TIMEOUT = 3.0
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        self.print_usage(sys.stderr)
-        self.exit(ExitCode.USAGE, f"{self.prog}: error: {message}\n")
+USAGE = "usage: python -m launcher [-h] [--config PATH] [run | config | check-db | healthcheck]"
+HELP = f"""{USAGE}
+
+Supervise an ASGI service that needs MySQL.
+
+commands:
+  run            supervise the service (the default)
+  config         print the resolved configuration, password masked
+  check-db       probe the database once
+  healthcheck    GET the service's health route; 0 only for a 200 (for Docker's HEALTHCHECK)
+
+options:
+  -h, --help     show this help and exit
+  --config PATH  config file (default: $LAUNCHER_CONFIG, else ./config.yaml if present)
+"""
 
 
-def parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m launcher", description="Supervise an ASGI service that needs MySQL.")
-    p.add_argument("--config", type=Path, default=None,
-                   help="config file (default: $LAUNCHER_CONFIG, else ./config.yaml if present)")
-    p.add_argument("command", nargs="?", default="run", choices=list(COMMANDS),
-                   help="run: supervise the service; config: print the resolved config; "
-                        "check-db: probe the database once; healthcheck: GET the service's health route")
-    return p
+class UsageError(Exception):
+    """A bad command line; the message says what was wrong."""
+
+
+def parse_args(argv: Sequence[str]) -> tuple[str | None, str] | None:
+    """(config path, command), or None for --help. Two arguments do not justify argparse,
+    which would stay resident for the container's life (DESIGN.md, Resident cost)."""
+    path: str | None = None
+    words: list[str] = []
+    args = iter(argv)
+    for arg in args:
+        if arg in ("-h", "--help"):
+            return None
+        if arg == "--config":
+            path = next(args, None)
+            if not path:
+                raise UsageError("--config needs a path")
+        elif arg.startswith("--config="):
+            path = arg.removeprefix("--config=")
+        elif arg.startswith("-"):
+            raise UsageError(f"unknown option {arg}")
+        else:
+            words.append(arg)
+    if len(words) > 1:
+        raise UsageError(f"one command at most, got: {' '.join(words)}")
+    command = words[0] if words else "run"
+    if command not in COMMANDS:
+        raise UsageError(f"unknown command {command!r}; choose run, config, check-db or healthcheck")
+    return path, command
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
     try:
-        cfg = _load(args.config)
+        parsed = parse_args(sys.argv[1:] if argv is None else argv)
+    except UsageError as err:
+        print(f"{USAGE}\npython -m launcher: error: {err}", file=sys.stderr)
+        return ExitCode.USAGE
+    if parsed is None:
+        print(HELP, end="")
+        return ExitCode.OK
+    path, command = parsed
+    try:
+        cfg = _load(path)
     except ConfigError as err:
         print(f"launcher: invalid configuration:\n  " + str(err).replace("\n", "\n  "), file=sys.stderr)
         return ExitCode.CONFIG
-    if args.command != "run":
+    if command != "run":
         signals.release()  # only `run` handles them itself
-    return COMMANDS[args.command](cfg)
+    return COMMANDS[command](cfg)
 
 
-def _load(path: Path | None) -> Config:
+def _load(path: str | None) -> Config:
     env_path = os.environ.get("LAUNCHER_CONFIG")
     if path is None and env_path:
-        path = Path(env_path)
-    if path is None and DEFAULT_CONFIG.exists():
+        path = env_path
+    if path is None and os.path.exists(DEFAULT_CONFIG):
         path = DEFAULT_CONFIG
     return configuration.load(path, os.environ)
 
@@ -101,7 +138,7 @@ def bind(cfg: Config) -> socket.socket:
 
 def run(cfg: Config) -> int:
     signals.hold()  # already held when started as `python -m launcher`; main() may be called directly
-    log = logs.setup(cfg.log.format, cfg.log.level, [cfg.database.password.reveal()])
+    log = logs.Log(cfg.log.format, cfg.log.level, [cfg.database.password.reveal()])
     try:
         listener = bind(cfg)
     except OSError as err:
@@ -119,9 +156,11 @@ def run(cfg: Config) -> int:
         log.error("cannot start the server child: %s", err)
         return ExitCode.OS_ERROR
     # Imported only now, so that the first child imports the app while we import these.
+    from launcher.libc import become_subreaper, one_malloc_arena
     from launcher.supervisor import Supervisor
 
     become_subreaper()
+    one_malloc_arena()  # before the watcher threads exist
     code = Supervisor(cfg, listener, env, log, first).run()
     log.info("exiting with %d", code)
     return code

@@ -15,7 +15,6 @@ import os
 import re
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
-from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import yaml
@@ -37,6 +36,7 @@ UNKNOWN = "unknown key; remove it or check its spelling against config.yaml"
 MISSING = "required key is missing; add it"
 
 Loc = tuple[str, ...]
+FilePath = str | os.PathLike[str]  # no pathlib: it would stay resident (DESIGN.md, Resident cost)
 
 
 class ConfigError(Exception):
@@ -302,7 +302,7 @@ class Config:
 _CONFIG = _section(Config)
 
 
-def load(path: Path | None, environ: Mapping[str, str]) -> Config:
+def load(path: FilePath | None, environ: Mapping[str, str]) -> Config:
     """Read the file (a missing default file means all defaults), apply the environment, validate."""
     raw = _read_yaml(path) if path is not None else {}
     sources: dict[Loc, str] = {}
@@ -310,7 +310,7 @@ def load(path: Path | None, environ: Mapping[str, str]) -> Config:
     return validate(raw, sources, path)
 
 
-def validate(raw: dict[str, Any], sources: Mapping[Loc, str] | None = None, path: Path | None = None) -> Config:
+def validate(raw: dict[str, Any], sources: Mapping[Loc, str] | None = None, path: FilePath | None = None) -> Config:
     try:
         return _CONFIG(raw)
     except _Problems as problems:
@@ -318,11 +318,14 @@ def validate(raw: dict[str, Any], sources: Mapping[Loc, str] | None = None, path
         raise ConfigError("\n".join(lines)) from None
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def _read_yaml(path: FilePath) -> dict[str, Any]:
     try:
-        text = path.read_text()
+        with open(path, encoding="utf-8") as file:
+            text = file.read()
     except OSError as err:
         raise ConfigError(f"{path}: cannot read the config file ({err.strerror}); pass --config PATH") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start}); save the config file as UTF-8") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
@@ -357,10 +360,12 @@ def _apply_env(raw: dict[str, Any], environ: Mapping[str, str], sources: dict[Lo
     password_file = environ.get(PASSWORD_FILE_ENV)
     if password_file:
         try:
-            secret = Path(password_file).read_text().rstrip("\r\n")
-        except OSError as err:
+            with open(password_file, encoding="utf-8") as file:
+                secret = file.read().rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as err:
+            why = getattr(err, "strerror", None) or "not UTF-8 text"
             raise ConfigError(
-                f"{PASSWORD_FILE_ENV}={password_file}: cannot read the password file ({err.strerror}); "
+                f"{PASSWORD_FILE_ENV}={password_file}: cannot read the password file ({why}); "
                 "mount the secret there or unset the variable"
             ) from None
         _set(raw, ("database", "password"), secret, sources, PASSWORD_FILE_ENV)
@@ -387,7 +392,7 @@ def _set(raw: dict[str, Any], key: Loc, value: Any, sources: dict[Loc, str], var
     sources[key] = var
 
 
-def _describe(loc: Loc, message: str, raw: dict[str, Any], sources: Mapping[Loc, str], path: Path | None) -> str:
+def _describe(loc: Loc, message: str, raw: dict[str, Any], sources: Mapping[Loc, str], path: FilePath | None) -> str:
     key = ".".join(loc)
     where = f"from {sources[loc]}" if loc in sources else f"in {path}" if path else "in the defaults"
     if message in (UNKNOWN, MISSING):

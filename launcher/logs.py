@@ -1,53 +1,59 @@
 """The launcher's own log lines: text or JSON on stderr, one line each, secrets masked.
 
-stderr is line-buffered in Python 3.9+ even when it is not a terminal, and each
-record is flushed by the handler, so lines show up at once in `docker logs`.
+A dozen lines instead of the logging package, which the resident launcher would keep in
+memory for the container's whole life to format one stream. Each line is written with a
+single write() on stderr, so lines show at once in `docker logs` and never interleave
+with a child's output mid-line.
 """
 from __future__ import annotations
 
 import json
-import logging
+import os
 import sys
 import time
+from typing import Callable
 
-LOGGER = logging.getLogger("launcher")
-
-
-class _Masking(logging.Filter):
-    """Replace every known secret in a record's text, whatever code logged it."""
-
-    def __init__(self, secrets: list[str]) -> None:
-        super().__init__()
-        self.secrets = [s for s in secrets if s]
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        for secret in self.secrets:
-            message = message.replace(secret, "***")
-        record.msg, record.args = message, None
-        return True
+LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 
 
-class _Text(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-        return f"{stamp}.{int(record.msecs):03d}Z launcher {record.levelname:<7} {record.getMessage()}"
+def _text(level: str, message: str, now: float) -> str:
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
+    return f"{stamp}.{int(now * 1000) % 1000:03d}Z launcher {level.upper():<7} {message}"
 
 
-class _Json(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        return json.dumps({"ts": record.created, "logger": "launcher", "level": record.levelname.lower(),
-                           "message": record.getMessage()})
+def _json(level: str, message: str, now: float) -> str:
+    return json.dumps({"ts": now, "logger": "launcher", "level": level, "message": message})
 
 
-FORMATS = {"text": _Text, "json": _Json}
+FORMATS: dict[str, Callable[[str, str, float], str]] = {"text": _text, "json": _json}
 
 
-def setup(fmt: str = "text", level: str = "info", secrets: list[str] | None = None) -> logging.Logger:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(FORMATS[fmt]())
-    handler.addFilter(_Masking(secrets or []))
-    LOGGER.handlers[:] = [handler]
-    LOGGER.setLevel(level.upper())
-    LOGGER.propagate = False
-    return LOGGER
+class Log:
+    def __init__(self, fmt: str = "text", level: str = "info", secrets: list[str] | None = None) -> None:
+        self._format = FORMATS[fmt]
+        self._threshold = LEVELS[level]
+        self._secrets = [s for s in secrets or [] if s]
+
+    def log(self, level: str, message: str, *args: object) -> None:
+        if LEVELS[level] < self._threshold:
+            return
+        text = message % args if args else message
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        line = self._format(level, text, time.time()) + "\n"
+        try:
+            os.write(sys.stderr.fileno(), line.encode(errors="replace"))
+        except (OSError, ValueError):
+            pass  # stderr closed: nowhere left to say it
+
+    def debug(self, message: str, *args: object) -> None:
+        self.log("debug", message, *args)
+
+    def info(self, message: str, *args: object) -> None:
+        self.log("info", message, *args)
+
+    def warning(self, message: str, *args: object) -> None:
+        self.log("warning", message, *args)
+
+    def error(self, message: str, *args: object) -> None:
+        self.log("error", message, *args)

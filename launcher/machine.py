@@ -9,21 +9,11 @@ from __future__ import annotations
 
 import signal
 from dataclasses import dataclass, field, replace
-from enum import Enum, IntEnum
+from enum import Enum
 from typing import Callable
 
 from launcher.config import Config, Policy
-
-
-class ExitCode(IntEnum):
-    """sysexits.h codes, so orchestrators and people can tell causes apart."""
-
-    OK = 0
-    USAGE = 64
-    DB_UNAVAILABLE = 69
-    CRASH_LOOP = 70
-    OS_ERROR = 71
-    CONFIG = 78
+from launcher.exitcodes import ExitCode
 
 
 class Phase(str, Enum):

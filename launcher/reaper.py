@@ -6,24 +6,12 @@ of processes we started go back to the caller; the rest are reaped silently.
 """
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 from typing import Callable, Iterator
 
 from launcher import signals
 from launcher.machine import ExitStatus
-
-PR_SET_CHILD_SUBREAPER = 36
-
-
-def become_subreaper() -> bool:
-    """Adopt orphaned descendants even when not PID 1, so none outlives the launcher."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
-    except (OSError, AttributeError):
-        return False
 
 
 def decode(status: int) -> ExitStatus:

@@ -3,7 +3,6 @@ into events, and carries out the actions the machine returns. It decides nothing
 """
 from __future__ import annotations
 
-import logging
 import os
 import random
 import signal
@@ -15,8 +14,9 @@ from launcher import machine, signals
 from launcher.child import Spawned, signal_group, spawn_server, spawn_step
 from launcher.config import Config
 from launcher.dbprobe import ProbeResult
+from launcher.logs import Log
 from launcher.loop import Loop, Timer
-from launcher.machine import ExitCode
+from launcher.exitcodes import ExitCode
 from launcher.reaper import install, reap_all
 from launcher.unavailable import Unavailable
 from launcher.watchers import DbWatcher, LivenessWatcher
@@ -27,7 +27,7 @@ EXIT_DRAIN = 1.0
 
 
 class Supervisor:
-    def __init__(self, cfg: Config, listener: socket.socket, env: Mapping[str, str], log: logging.Logger,
+    def __init__(self, cfg: Config, listener: socket.socket, env: Mapping[str, str], log: Log,
                  first: Spawned | None = None) -> None:
         self.cfg = cfg
         self.first = first  # child 1, spawned parked before the loop existed
@@ -177,7 +177,7 @@ class Supervisor:
         self.finish(action.code)
 
     def write_log(self, action: machine.Log) -> None:
-        self.log.log(logging.getLevelName(action.level.upper()), action.message)
+        self.log.log(action.level, action.message)
 
     ACTIONS: dict[type, Callable[["Supervisor", machine.Action], None]] = {
         machine.StartChild: start_child,

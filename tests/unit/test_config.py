@@ -77,6 +77,13 @@ def test_missing_explicit_config_file_is_an_error(tmp_path: Path) -> None:
         load(tmp_path / "nope.yaml", {})
 
 
+def test_config_file_that_is_not_utf8_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_bytes(b"probe:\n  interval: \xff\xfe\n")
+    with pytest.raises(ConfigError, match="not UTF-8 text .*save the config file as UTF-8"):
+        load(path, {})
+
+
 def test_unreadable_password_file_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="MYSQL_PASSWORD_FILE=.*cannot read the password file"):
         load(None, {"MYSQL_PASSWORD_FILE": str(tmp_path / "missing")})

@@ -1,0 +1,13 @@
+"""The launcher's exit codes, apart from the machine so the CLI can exit before loading it."""
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """sysexits.h codes, so orchestrators and people can tell causes apart."""
+
+    OK = 0
+    USAGE = 64
+    DB_UNAVAILABLE = 69
+    CRASH_LOOP = 70
+    OS_ERROR = 71
+    CONFIG = 78
