@@ -14,9 +14,9 @@ from launcher import machine, signals
 from launcher.child import Spawned, signal_group, spawn_server, spawn_step
 from launcher.config import Config
 from launcher.dbprobe import ProbeResult
+from launcher.exitcodes import ExitCode
 from launcher.logs import Log
 from launcher.loop import Loop, Timer
-from launcher.exitcodes import ExitCode
 from launcher.reaper import install, reap_all
 from launcher.unavailable import Unavailable
 from launcher.watchers import DbWatcher, LivenessWatcher
