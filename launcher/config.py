@@ -143,7 +143,7 @@ def _matching(pattern: str, example: str) -> Callable[[Any], str]:
 
 def _within(parse: Callable[[Any], Any], low: float | None = None, high: float | None = None,
             above: float | None = None) -> Callable[[Any], Any]:
-    """Bounds as pydantic's ge/le/gt would say them, so the message says what is allowed."""
+    """`parse`, then bounds: low <= value <= high, value > above; the message says which."""
     def bounded(value: Any) -> Any:
         result = parse(value)
         if above is not None and not result > above:
@@ -164,6 +164,17 @@ def _required(parse: Callable[[Any], Any]) -> Any:
     return field(metadata={"parse": parse})
 
 
+def _parse_at(key: str, parse: Callable[[Any], Any], value: Any, found: list[tuple[Loc, str]]) -> Any:
+    """parse(value), with its problems added to `found` under `key` instead of raised."""
+    try:
+        return parse(value)
+    except ValueError as err:
+        found.append(((key,), str(err)))
+    except _Problems as inner:
+        found.extend(((key, *loc), message) for loc, message in inner.found)
+    return None
+
+
 def _section(cls: type) -> Callable[[Any], Any]:
     """A parser for a mapping of the section's keys, which reports every bad key, not the first."""
     names = {f.name for f in fields(cls)}
@@ -174,16 +185,10 @@ def _section(cls: type) -> Callable[[Any], Any]:
         found: list[tuple[Loc, str]] = [((str(key),), UNKNOWN) for key in value if key not in names]
         given = {}
         for f in fields(cls):
-            if f.name not in value:
-                if f.default is dataclasses.MISSING:
-                    found.append(((f.name,), MISSING))
-                continue
-            try:
-                given[f.name] = f.metadata["parse"](value[f.name])
-            except ValueError as err:
-                found.append(((f.name,), str(err)))
-            except _Problems as inner:
-                found.extend(((f.name, *loc), message) for loc, message in inner.found)
+            if f.name in value:
+                given[f.name] = _parse_at(f.name, f.metadata["parse"], value[f.name], found)
+            elif f.default is dataclasses.MISSING:
+                found.append(((f.name,), MISSING))
         if found:
             raise _Problems(found)
         return cls(**given)
@@ -194,17 +199,11 @@ def _list_of(parse: Callable[[Any], Any]) -> Callable[[Any], tuple]:
     def parse_all(value: Any) -> tuple:
         if not isinstance(value, list):
             raise ValueError("expected a list")
-        items, found = [], []
-        for index, item in enumerate(value):
-            try:
-                items.append(parse(item))
-            except ValueError as err:
-                found.append(((str(index),), str(err)))
-            except _Problems as inner:
-                found.extend(((str(index), *loc), message) for loc, message in inner.found)
+        found: list[tuple[Loc, str]] = []
+        items = tuple(_parse_at(str(index), parse, item, found) for index, item in enumerate(value))
         if found:
             raise _Problems(found)
-        return tuple(items)
+        return items
     return parse_all
 
 
