@@ -70,6 +70,8 @@ class Supervisor:
     # Events in --------------------------------------------------------------------
 
     def feed(self, event: machine.Event) -> None:
+        if self.code is not None:
+            return  # exiting: a late reap or probe must not switch off the final drain's 503s
         self.state, actions = machine.step(self.cfg, self.state, event)
         self.unavailable.set(machine.accepting(self.state))
         for action in actions:
