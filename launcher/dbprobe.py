@@ -37,6 +37,8 @@ HINTS = {
     "access_denied": "the server refused the login: check MYSQL_USER and MYSQL_PASSWORD",
     "unknown_database": "the database does not exist: create it or fix MYSQL_DATABASE",
     "too_many_connections": "the server is at max_connections: wait, or raise the limit",
+    "unsupported_auth": "the user's login method needs a package the launcher lacks: install it, "
+                        "or give MYSQL_USER mysql_native_password",
     "error": "unexpected answer from the server",
 }
 
@@ -88,6 +90,8 @@ def probe(db: DatabaseConfig, timeout: float) -> ProbeResult:
         )
     except pymysql.MySQLError as err:
         return _failed(err)
+    except RuntimeError as err:  # PyMySQL's word for a login method whose package is missing
+        return ProbeResult(ok=False, reason="unsupported_auth", detail=f"{err} ({HINTS['unsupported_auth']})")
     try:
         with conn.cursor() as cursor:
             cursor.execute("SELECT 1")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime
+import importlib.util
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -56,6 +57,18 @@ def test_frozen_server_is_a_timeout_bounded_by_the_probe_timeout(mariadb: MariaD
     mariadb.resume()
     assert result.reason == "timeout"
     assert took < 2.0
+
+
+def test_login_method_the_client_cannot_do_is_named_not_a_crash(mariadb: MariaDB) -> None:
+    """MariaDB's ed25519 logins need PyNaCl, which we do not install: the probe must say so."""
+    if importlib.util.find_spec("nacl") is not None:
+        pytest.skip("PyNaCl is installed here, so ed25519 logins work")
+    if not mariadb.execute("SELECT 1 FROM information_schema.plugins WHERE plugin_name = 'ed25519'"):
+        mariadb.execute("INSTALL SONAME 'auth_ed25519'")
+    mariadb.execute("CREATE USER IF NOT EXISTS 'ed'@'%' IDENTIFIED VIA ed25519 USING PASSWORD('ed-pw-123')")
+    result = probe(target(mariadb, user="ed", password=Secret("ed-pw-123")), 2.0)
+    assert (result.ok, result.reason) == (False, "unsupported_auth")
+    assert "install it" in result.detail and "ed-pw-123" not in result.detail
 
 
 def self_signed(directory: Path) -> tuple[str, ...]:
