@@ -37,6 +37,7 @@ HINTS = {
     "access_denied": "the server refused the login: check MYSQL_USER and MYSQL_PASSWORD",
     "unknown_database": "the database does not exist: create it or fix MYSQL_DATABASE",
     "too_many_connections": "the server is at max_connections: wait, or raise the limit",
+    "protocol": "the answer is not MySQL's protocol: do MYSQL_HOST/MYSQL_PORT name the MySQL server?",
     "unsupported_auth": "the user's login method needs a package the launcher lacks: install it, "
                         "or give MYSQL_USER mysql_native_password",
     "error": "unexpected answer from the server",
@@ -83,22 +84,28 @@ if not _auth._have_cryptography:
 
 
 def probe(db: DatabaseConfig, timeout: float) -> ProbeResult:
+    """Never raises: whatever goes wrong is a failed, classified probe, for the watcher
+    thread that calls it must outlive every answer a server or a stranger can give."""
     try:
-        conn = _Connection(
-            host=db.host, port=db.port, user=db.user, password=db.password.reveal(),
-            database=db.name, connect_timeout=timeout, read_timeout=timeout, write_timeout=timeout,
-        )
+        return _login_and_select(db, timeout)
     except pymysql.MySQLError as err:
         return _failed(err)
     except RuntimeError as err:  # PyMySQL's word for a login method whose package is missing
-        return ProbeResult(ok=False, reason="unsupported_auth", detail=f"{err} ({HINTS['unsupported_auth']})")
+        return _result("unsupported_auth", str(err))
+    except Exception as err:  # a garbled greeting breaks PyMySQL's parser: not a MySQL server
+        return _result("protocol", f"{type(err).__name__}: {err}")
+
+
+def _login_and_select(db: DatabaseConfig, timeout: float) -> ProbeResult:
+    conn = _Connection(
+        host=db.host, port=db.port, user=db.user, password=db.password.reveal(),
+        database=db.name, connect_timeout=timeout, read_timeout=timeout, write_timeout=timeout,
+    )
     try:
         with conn.cursor() as cursor:
             cursor.execute("SELECT 1")
             cursor.fetchone()
         return ProbeResult(ok=True)
-    except pymysql.MySQLError as err:
-        return _failed(err)
     finally:
         conn.close()
 
@@ -120,6 +127,8 @@ def classify(err: pymysql.MySQLError) -> str:
 
 
 def _failed(err: pymysql.MySQLError) -> ProbeResult:
-    reason = classify(err)
-    message = err.args[1] if len(err.args) > 1 else str(err)
+    return _result(classify(err), err.args[1] if len(err.args) > 1 else str(err))
+
+
+def _result(reason: str, message: str) -> ProbeResult:
     return ProbeResult(ok=False, reason=reason, detail=f"{message} ({HINTS[reason]})")

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import datetime
 import importlib.util
+import socket
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -69,6 +71,20 @@ def test_login_method_the_client_cannot_do_is_named_not_a_crash(mariadb: MariaDB
     result = probe(target(mariadb, user="ed", password=Secret("ed-pw-123")), 2.0)
     assert (result.ok, result.reason) == (False, "unsupported_auth")
     assert "install it" in result.detail and "ed-pw-123" not in result.detail
+
+
+def test_a_server_that_is_not_mysql_is_a_protocol_failure_not_a_crash() -> None:
+    """Another service on the port may greet with bytes PyMySQL cannot parse."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        def greet_with_garbage() -> None:
+            conn, _ = server.accept()
+            with conn:
+                conn.sendall(b"\x05\x00\x00\x00\x0a\x01\x02\x03\x04")
+                conn.recv(1)
+        threading.Thread(target=greet_with_garbage, daemon=True).start()
+        result = probe(DatabaseConfig(host="127.0.0.1", port=server.getsockname()[1]), 2.0)
+    assert (result.ok, result.reason) == (False, "protocol")
+    assert "MYSQL_PORT" in result.detail
 
 
 def self_signed(directory: Path) -> tuple[str, ...]:
