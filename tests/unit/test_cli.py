@@ -10,9 +10,9 @@ import pytest
 from tests.support import ROOT
 
 
-def launcher(*args: str) -> subprocess.CompletedProcess[str]:
+def launcher(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "launcher", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=60)
+                          timeout=60, env=env)
 
 
 def test_help_lists_the_commands_and_exits_0() -> None:
@@ -38,8 +38,7 @@ def test_bad_command_line_exits_64_with_the_usage(args: tuple[str, ...], problem
 def test_config_command_prints_the_resolved_config_with_the_password_masked(tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
     path.write_text("probe:\n  interval: 2s\n")
-    done = subprocess.run([sys.executable, "-m", "launcher", f"--config={path}", "config"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=60, env={"MYSQL_PASSWORD": "hunter2", "PATH": ""})
+    done = launcher(f"--config={path}", "config", env={"MYSQL_PASSWORD": "hunter2", "PATH": ""})
     assert done.returncode == 0, done.stderr
     assert '"interval": 2.0' in done.stdout and '"password": "***"' in done.stdout
     assert "hunter2" not in done.stdout
