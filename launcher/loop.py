@@ -18,20 +18,45 @@ from typing import Callable, Iterable
 Callback = Callable[[], None]
 
 
+# The heap is rebuilt without cancelled timers once they are this many and over half of it
+# (asyncio's rule): a flood of short-lived connections cancels a timer each.
+COMPACT_AT = 100
+
+
+def _nothing() -> None:
+    """What a timer calls once it is cancelled or has fired."""
+
+
 class Timer:
-    def __init__(self, when: float, callback: Callback) -> None:
+    """Drops its callback once cancelled or fired: the callback is often a bound method of
+    the object that holds the timer, and that cycle would keep both alive until the cyclic GC."""
+
+    __slots__ = ("when", "callback", "cancelled", "_heap")
+
+    def __init__(self, loop: Loop, when: float, callback: Callback) -> None:
         self.when = when
         self.callback = callback
         self.cancelled = False
+        self._heap: Loop | None = loop  # None once popped from the loop's heap
 
     def cancel(self) -> None:
+        if self.cancelled:
+            return
         self.cancelled = True
+        self.callback = _nothing
+        if self._heap is not None:
+            self._heap._timer_cancelled()
+
+    def fire(self) -> None:
+        callback, self.callback = self.callback, _nothing
+        callback()
 
 
 class Loop:
     def __init__(self) -> None:
         self._selector = selectors.DefaultSelector()
         self._timers: list[tuple[float, int, Timer]] = []
+        self._cancelled = 0  # cancelled timers still in the heap
         self._order = itertools.count()
         self._calls: deque[Callback] = deque()  # appended from threads; deque.append is atomic
         # One wake-up channel: threads write b"\0", the C signal handler writes the signal's number.
@@ -55,12 +80,32 @@ class Loop:
             pass
 
     def call_at(self, when: float, callback: Callback) -> Timer:
-        timer = Timer(when, callback)
+        timer = Timer(self, when, callback)
         heapq.heappush(self._timers, (when, next(self._order), timer))
         return timer
 
     def call_later(self, delay: float, callback: Callback) -> Timer:
         return self.call_at(self.time() + delay, callback)
+
+    def pending_timers(self) -> int:
+        """How many timers the heap holds, cancelled ones included (bounded by compaction)."""
+        return len(self._timers)
+
+    def _timer_cancelled(self) -> None:
+        self._cancelled += 1
+        if self._cancelled >= COMPACT_AT and 2 * self._cancelled > len(self._timers):
+            self._compact()
+
+    def _compact(self) -> None:
+        kept = []
+        for entry in self._timers:
+            if entry[2].cancelled:
+                entry[2]._heap = None
+            else:
+                kept.append(entry)
+        heapq.heapify(kept)
+        self._timers = kept
+        self._cancelled = 0
 
     def call_soon_threadsafe(self, callback: Callback) -> None:
         self._calls.append(callback)
@@ -109,10 +154,15 @@ class Loop:
         now = self.time()
         due = []
         while self._timers and self._timers[0][0] <= now:
-            due.append(heapq.heappop(self._timers)[2])
+            timer = heapq.heappop(self._timers)[2]
+            timer._heap = None
+            if timer.cancelled:
+                self._cancelled -= 1
+            else:
+                due.append(timer)
         for timer in due:
             if not timer.cancelled:
-                timer.callback()
+                timer.fire()
 
     def _on_wake(self) -> None:
         try:
