@@ -5,6 +5,7 @@ Every socket operation is bounded (connect, read, write), so a frozen server
 """
 from __future__ import annotations
 
+import errno
 import importlib
 import socket
 import ssl
@@ -37,6 +38,8 @@ HINTS = {
     "access_denied": "the server refused the login: check MYSQL_USER and MYSQL_PASSWORD",
     "unknown_database": "the database does not exist: create it or fix MYSQL_DATABASE",
     "too_many_connections": "the server is at max_connections: wait, or raise the limit",
+    "out_of_fds": "the launcher has no free file descriptor for the probe: raise its limit (ulimit -n, "
+                  "docker run --ulimit nofile=...) or find what holds its descriptors",
     "protocol": "the answer is not MySQL's protocol: do MYSQL_HOST/MYSQL_PORT name the MySQL server?",
     "unsupported_auth": "the user's login method needs a package the launcher lacks: install it, "
                         "or give MYSQL_USER mysql_native_password",
@@ -119,7 +122,7 @@ def classify(err: pymysql.MySQLError) -> str:
     if isinstance(original, socket.gaierror):
         return "dns"
     if isinstance(original, OSError):
-        return "network"
+        return "out_of_fds" if original.errno in (errno.EMFILE, errno.ENFILE) else "network"
     code = err.args[0] if err.args and isinstance(err.args[0], int) else 0
     if code == 2013:
         return "timeout" if "timed out" in str(err) else "lost"

@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from typing import Callable
 
 import httpx
+import psutil
+import pytest
 
 from localdb.server import MariaDB
-from tests.support import Launcher
+from tests.support import Launcher, wait_until
 
 Start = Callable[..., Launcher]
 
@@ -67,3 +70,48 @@ def test_idle_connections_are_closed_by_the_launcher(launcher: Start, mariadb: M
         started = time.monotonic()
         assert conn.recv(1) == b""
         assert time.monotonic() - started < 5
+
+
+def rss_mb(pid: int) -> float:
+    return psutil.Process(pid).memory_info().rss / 1e6
+
+
+def flood_from_threads(port: int, seconds: float, payload: bytes, threads: int = 4) -> None:
+    def one() -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=2) as conn:
+                    conn.sendall(payload)
+            except OSError:
+                pass
+    workers = [threading.Thread(target=one) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+
+
+@pytest.mark.parametrize("payload", [b"GET /" + b"a" * 9000, b"GET /api/health HTTP/1.1\r\nHost: x\r\n\r\n"],
+                         ids=["half-sent heads", "complete requests"])
+def test_a_connection_flood_does_not_grow_the_launcher(launcher: Start, mariadb: MariaDB, payload: bytes) -> None:
+    service = waiting_launcher(launcher, mariadb)
+    time.sleep(1.0)
+    idle = rss_mb(service.pid)
+    peak = [idle]
+
+    def sample() -> None:
+        while flooding.is_set():
+            peak.append(rss_mb(service.pid))
+            time.sleep(0.1)
+
+    flooding = threading.Event()
+    flooding.set()
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    flood_from_threads(service.port, 5.0, payload)
+    flooding.clear()
+    sampler.join()
+    assert max(peak) < idle + 30, f"idle {idle:.1f} MB, peak {max(peak):.1f} MB"
+    wait_until(lambda: rss_mb(service.pid) < idle + 5, 10, what=f"RSS back near idle {idle:.1f} MB")
+    assert service.get("/api/health").status_code == 503
