@@ -19,10 +19,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Fast but not frantic: tests observe transitions in seconds, not minutes.
 FAST = {
-    "LAUNCHER_PROBE_INTERVAL": "300ms",
-    "LAUNCHER_PROBE_TIMEOUT": "500ms",
+    "LAUNCHER_PROBE_INTERVAL": "500ms",
+    "LAUNCHER_PROBE_TIMEOUT": "400ms",
     "LAUNCHER_LIVENESS_INTERVAL": "1s",
-    "LAUNCHER_LIVENESS_TIMEOUT": "1s",
+    "LAUNCHER_LIVENESS_TIMEOUT": "800ms",
     "LAUNCHER_RESTART_BACKOFF_MAX": "1s",
     "LAUNCHER_SERVER_STOP_GRACE": "5s",
     "LAUNCHER_SERVER_HOST": "127.0.0.1",

@@ -33,7 +33,7 @@ MAX_REQUEST = 3.0  # no request may take longer
 RECOVERY = 10.0  # back to 200 on /api/health within this after the fault ends
 CHAOS_ENV = {
     "LAUNCHER_LIVENESS_INTERVAL": "500ms",
-    "LAUNCHER_LIVENESS_TIMEOUT": "500ms",
+    "LAUNCHER_LIVENESS_TIMEOUT": "400ms",
     "LAUNCHER_LIVENESS_FAILURES": "2",
     "LAUNCHER_SERVER_APP": "tests.apps:api_with_exit",
 }
