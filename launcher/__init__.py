@@ -1,1 +1,1 @@
-"""A DB-aware supervisor for an ASGI service: see DESIGN.md."""
+"""A DB-aware supervisor for an ASGI service: see docs/design.md."""

@@ -102,3 +102,19 @@ def signal_group(pid: int, sig: signal.Signals) -> None:
         os.killpg(pid, sig)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def kill_descendants() -> None:
+    """Kill every descendant still around, wherever its group, and reap them all."""
+    import psutil  # only needed here, at exit
+
+    from launcher.reaper import reap_all
+
+    leftovers = psutil.Process().children(recursive=True)
+    for proc in leftovers:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(leftovers, timeout=2)
+    list(reap_all())

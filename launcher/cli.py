@@ -11,7 +11,7 @@ from typing import Sequence
 from launcher import config as configuration
 from launcher import logs
 from launcher.config import Config, ConfigError
-from launcher.child import child_environment, spawn_server
+from launcher.child import child_environment, kill_descendants, spawn_server
 from launcher.exitcodes import ExitCode
 from launcher import signals
 
@@ -42,7 +42,7 @@ class UsageError(Exception):
 
 def parse_args(argv: Sequence[str]) -> tuple[str | None, str] | None:
     """(config path, command), or None for --help. Two arguments do not justify argparse,
-    which would stay resident for the container's life (DESIGN.md, Resident cost)."""
+    which would stay resident for the container's life (docs/design.md, Resident cost)."""
     path: str | None = None
     words: list[str] = []
     args = iter(argv)
@@ -68,6 +68,24 @@ def parse_args(argv: Sequence[str]) -> tuple[str | None, str] | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Every way out is an exit code; an unexpected error is one line, never a traceback."""
+    try:
+        return _main(argv)
+    except Exception as err:
+        logs.Log().error("internal error: %s; please report it. Exiting with %d", where(err), ExitCode.INTERNAL)
+        return ExitCode.INTERNAL
+
+
+def where(err: BaseException) -> str:
+    """The error and the line that raised it, without the traceback module's cost or length."""
+    tb = err.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    place = f" at {tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}" if tb is not None else ""
+    return f"{type(err).__name__}: {str(err)[:300]}{place}"
+
+
+def _main(argv: Sequence[str] | None) -> int:
     try:
         parsed = parse_args(sys.argv[1:] if argv is None else argv)
     except UsageError as err:
@@ -80,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg = _load(path)
     except ConfigError as err:
-        print(f"launcher: invalid configuration:\n  " + str(err).replace("\n", "\n  "), file=sys.stderr)
+        print("launcher: invalid configuration:\n  " + str(err).replace("\n", "\n  "), file=sys.stderr)
         return ExitCode.CONFIG
     if command != "run":
         signals.release()  # only `run` handles them itself
@@ -138,7 +156,7 @@ def bind(cfg: Config) -> socket.socket:
 
 def run(cfg: Config) -> int:
     signals.hold()  # already held when started as `python -m launcher`; main() may be called directly
-    log = logs.Log(cfg.log.format, cfg.log.level, [cfg.database.password.reveal()])
+    log = logs.Log(cfg.log.format, cfg.log.level)
     try:
         listener = bind(cfg)
     except OSError as err:
@@ -161,7 +179,13 @@ def run(cfg: Config) -> int:
 
     become_subreaper()
     one_malloc_arena()  # before the watcher threads exist
-    code = Supervisor(cfg, listener, env, log, first).run()
+    try:
+        code = Supervisor(cfg, listener, env, log, first).run()
+    except Exception as err:
+        kill_descendants()  # the supervisor cleans up on its way out; this covers a failure before it ran
+        log.error("internal error: %s; stopped everything the launcher started. Please report it. "
+                  "Exiting with %d", where(err), ExitCode.INTERNAL)
+        return ExitCode.INTERNAL
     log.info("exiting with %d", code)
     return code
 

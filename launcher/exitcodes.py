@@ -6,6 +6,7 @@ class ExitCode(IntEnum):
     """sysexits.h codes, so orchestrators and people can tell causes apart."""
 
     OK = 0
+    INTERNAL = 1  # an unexpected error inside the launcher: a bug, logged as one line
     USAGE = 64
     DB_UNAVAILABLE = 69
     CRASH_LOOP = 70

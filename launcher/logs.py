@@ -1,9 +1,13 @@
-"""The launcher's own log lines: text or JSON on stderr, one line each, secrets masked.
+"""The launcher's own log lines: text or JSON on stderr, one line each.
 
 A dozen lines instead of the logging package, which the resident launcher would keep in
 memory for the container's whole life to format one stream. Each line is written with a
 single write() on stderr, so lines show at once in `docker logs` and never interleave
 with a child's output mid-line.
+
+Nothing masks secrets here: the password is a `Secret` that no message formats. Replacing
+its every occurrence in every line would garble the log (a password `1` turns
+127.0.0.1 into ***27.0.0.***) and so give a short password away.
 """
 from __future__ import annotations
 
@@ -29,17 +33,14 @@ FORMATS: dict[str, Callable[[str, str, float], str]] = {"text": _text, "json": _
 
 
 class Log:
-    def __init__(self, fmt: str = "text", level: str = "info", secrets: list[str] | None = None) -> None:
+    def __init__(self, fmt: str = "text", level: str = "info") -> None:
         self._format = FORMATS[fmt]
         self._threshold = LEVELS[level]
-        self._secrets = [s for s in secrets or [] if s]
 
     def log(self, level: str, message: str, *args: object) -> None:
         if LEVELS[level] < self._threshold:
             return
         text = message % args if args else message
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
         line = self._format(level, text, time.time()) + "\n"
         try:
             os.write(sys.stderr.fileno(), line.encode(errors="replace"))

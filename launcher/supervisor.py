@@ -7,16 +7,18 @@ import os
 import random
 import signal
 import socket
+from dataclasses import dataclass
 from functools import partial
-from typing import Callable, Mapping
+from typing import Callable, Iterable, Mapping, Sequence
 
 from launcher import machine, signals
-from launcher.child import Spawned, signal_group, spawn_server, spawn_step
-from launcher.config import Config
-from launcher.dbprobe import ProbeResult
+from launcher.child import Spawned, kill_descendants, signal_group, spawn_server, spawn_step
+from launcher.config import Config, DatabaseConfig
+from launcher.dbprobe import ProbeResult, probe
 from launcher.exitcodes import ExitCode
 from launcher.logs import Log
 from launcher.loop import Loop, Timer
+from launcher.machine import ExitStatus
 from launcher.reaper import install, reap_all
 from launcher.unavailable import Unavailable
 from launcher.watchers import DbWatcher, LivenessWatcher
@@ -26,10 +28,24 @@ from launcher.watchers import DbWatcher, LivenessWatcher
 EXIT_DRAIN = 1.0
 
 
+@dataclass(frozen=True)
+class Effects:
+    """What the shell does to processes and asks of the DB, in one place, so that tests can
+    drive the real shell with fakes (the style of gunicorn's test_arbiter.py)."""
+
+    spawn_server: Callable[[Config, socket.socket, Mapping[str, str], str], Spawned] = spawn_server
+    spawn_step: Callable[[Sequence[str], Mapping[str, str]], Spawned] = spawn_step
+    send_signal: Callable[[int, signal.Signals], None] = signal_group
+    reap: Callable[[], Iterable[tuple[int, ExitStatus]]] = reap_all
+    kill_descendants: Callable[[], None] = kill_descendants
+    probe: Callable[[DatabaseConfig, float], ProbeResult] = probe
+
+
 class Supervisor:
     def __init__(self, cfg: Config, listener: socket.socket, env: Mapping[str, str], log: Log,
-                 first: Spawned | None = None) -> None:
+                 first: Spawned | None = None, effects: Effects = Effects()) -> None:
         self.cfg = cfg
+        self.effects = effects
         self.first = first  # child 1, spawned parked before the loop existed
         self.listener = listener
         self.env = env  # the children's environment
@@ -40,13 +56,14 @@ class Supervisor:
         self.code: int | None = None  # set once the machine says Exit
         self.loop = Loop()
         self.state = machine.initial(self.loop.time(), parked=first is not None)
-        self.unavailable = Unavailable(self.loop, listener, self.reason)
+        self.unavailable = Unavailable(self.loop, listener, self.reason, log.warning)
 
     def run(self) -> int:
         install(self.loop.add_signal_handler, self.on_stop_signal, self.on_reload_signal,
                 self.on_forward_signal, self.on_sigchld)
         signals.release()
-        watchers = (DbWatcher(self.cfg, lambda r: self.loop.call_soon_threadsafe(partial(self.on_probe, r))),
+        watchers = (DbWatcher(self.cfg, lambda r: self.loop.call_soon_threadsafe(partial(self.on_probe, r)),
+                              self.effects.probe),
                     LivenessWatcher(self.cfg, self.liveness_target, self.on_liveness))
         for watcher in watchers:
             watcher.start()
@@ -93,16 +110,16 @@ class Supervisor:
     def on_forward_signal(self, sig: signal.Signals) -> None:
         serving = self.state.serving
         if serving and serving.id in self.procs:
-            signal_group(self.procs[serving.id].pid, sig)
+            self.effects.send_signal(self.procs[serving.id].pid, sig)
 
     def on_sigchld(self) -> None:
-        for pid, status in reap_all():
+        for pid, status in self.effects.reap():
             proc = self.pids.pop(pid, None)
             if proc is None:
                 self.log.debug("reaped orphan %d (%s)", pid, status)
                 continue
             self.forget(proc)
-            signal_group(pid, signal.SIGKILL)  # whatever the leader left in its group
+            self.effects.send_signal(pid, signal.SIGKILL)  # whatever the leader left in its group
             self.feed(machine.ProcExited(self.now(), proc, status, random.random()))
 
     def on_ready(self, proc: int) -> None:
@@ -135,7 +152,7 @@ class Supervisor:
 
     def start_child(self, action: machine.StartChild) -> None:
         try:
-            spawned = spawn_server(self.cfg, self.listener, self.env, str(action.proc))
+            spawned = self.effects.spawn_server(self.cfg, self.listener, self.env, str(action.proc))
         except OSError as err:
             self.log.error("cannot start the server child: %s", err)
             self.finish(ExitCode.OS_ERROR)
@@ -161,7 +178,7 @@ class Supervisor:
     def run_step(self, action: machine.RunStep) -> None:
         step = self.cfg.prestart.steps[action.index]
         try:
-            spawned = spawn_step(step.command, self.env)
+            spawned = self.effects.spawn_step(step.command, self.env)
         except OSError as err:
             self.log.error("cannot run prestart step %r (%s): %s", step.name, " ".join(step.command), err)
             self.finish(ExitCode.OS_ERROR)
@@ -214,7 +231,7 @@ class Supervisor:
     def signal(self, proc: int, sig: signal.Signals) -> None:
         spawned = self.procs.get(proc)
         if spawned is not None:
-            signal_group(spawned.pid, sig)
+            self.effects.send_signal(spawned.pid, sig)
 
     def finish(self, code: int) -> None:
         if self.code is None:
@@ -222,15 +239,6 @@ class Supervisor:
 
     def kill_leftovers(self) -> None:
         """Nothing outlives the launcher: kill and reap any descendant still around."""
-        import psutil  # only needed here, at exit
-
         for spawned in self.procs.values():
-            signal_group(spawned.pid, signal.SIGKILL)
-        leftovers = psutil.Process().children(recursive=True)
-        for proc in leftovers:
-            try:
-                proc.kill()
-            except psutil.NoSuchProcess:
-                pass
-        psutil.wait_procs(leftovers, timeout=2)
-        list(reap_all())
+            self.effects.send_signal(spawned.pid, signal.SIGKILL)
+        self.effects.kill_descendants()

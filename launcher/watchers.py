@@ -13,7 +13,7 @@ import threading
 import time
 from typing import Callable
 
-from launcher.config import Config
+from launcher.config import Config, DatabaseConfig
 from launcher.dbprobe import ProbeResult, probe
 
 STATUS_LINE_LIMIT = 1024
@@ -31,17 +31,19 @@ class _Watcher(threading.Thread):
 
 
 class DbWatcher(_Watcher):
-    def __init__(self, cfg: Config, deliver: Callable[[ProbeResult], None]) -> None:
+    def __init__(self, cfg: Config, deliver: Callable[[ProbeResult], None],
+                 check: Callable[[DatabaseConfig, float], ProbeResult] = probe) -> None:
         super().__init__("db-probe")
         self._cfg = cfg
         self._deliver = deliver
+        self._check = check
 
     def run(self) -> None:
         cfg = self._cfg.probe
         previous_ok = False
         while not self._halt.is_set():
             started = time.monotonic()
-            result = probe(self._cfg.database, cfg.timeout)
+            result = self._check(self._cfg.database, cfg.timeout)
             if self._halt.is_set():
                 return
             self._deliver(result)
