@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ class Row:
     values: list[float | None]
     unit: str = "s"
     target: str = ""
+    met: bool | None = None  # computed by the figure against its reference, where it has a target
 
     @property
     def done(self) -> list[float]:
@@ -298,9 +300,52 @@ def clean_stop(b: Bench) -> None:
               Row("7 clean stop", name, "in-flight request completed", completed, "%", target="100 %"))
 
 
+def flood(b: Bench, seconds: float = 5.0) -> None:
+    """Figure 8: the launcher's RSS while it answers 503 itself, idle, during a 5 s flood of
+    half-sent request heads, and 10 s after it."""
+    b.db.stop()
+    peer = b.peer(LauncherPeer, "launcher").start()
+    try:
+        if first(peer.url + "/api/health", "503", time.monotonic(), 30) is None:
+            raise RuntimeError("the launcher never answered 503 while the DB was down")
+        proc = psutil.Process(peer.supervisor_pid)
+        time.sleep(2)
+        idle, peak, after = [], [], []
+        for _ in range(RUNS):
+            idle.append(proc.memory_info().rss / 2**20)
+            with concurrent.futures.ThreadPoolExecutor(4) as pool:
+                floods = [pool.submit(_flood, peer.port, seconds) for _ in range(4)]
+                highest = idle[-1]
+                while not all(f.done() for f in floods):
+                    highest = max(highest, proc.memory_info().rss / 2**20)
+                    time.sleep(0.1)
+            peak.append(highest)
+            time.sleep(10)
+            after.append(proc.memory_info().rss / 2**20)
+    finally:
+        peer.stop()
+        b.db.start()
+    base = sorted(idle)[len(idle) // 2]
+    b.add(Row("8 flood", "launcher", "RSS idle, answering 503", idle, "MB"),
+          Row("8 flood", "launcher", "RSS peak during a 5 s flood of half-sent heads", peak, "MB",
+              target="< idle + 30 MB", met=max(peak) < base + 30),
+          Row("8 flood", "launcher", "RSS 10 s after the flood", after, "MB",
+              target="<= idle + 5 MB", met=max(after) <= base + 5))
+
+
+def _flood(port: int, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=2) as conn:
+                conn.sendall(b"GET /" + b"a" * 9000)
+        except OSError:
+            pass
+
+
 def _relative(points: list[tuple[float, str]], zero: float) -> list[tuple[float, str]]:
     return [(t - zero, r) for t, r in points]
 
 
 FIGURES: list[Callable[[Bench], None]] = [cold_start, child_crash, recovery_and_detection, late_boot, idle_cost,
-                                          throughput, clean_stop]
+                                          throughput, clean_stop, flood]

@@ -13,6 +13,9 @@ from bench.figures import Row
 COLOURS = {"200": "#2e7d32", "503": "#f9a825", "refused": "#c62828", "reset": "#6a1b9a", "hung": "#424242"}
 
 
+_MET = {True: "yes", False: "**no**", None: ""}
+
+
 def _cell(row: Row) -> str:
     if row.median is None:
         return f"never recovered ({len(row.values) - len(row.done)}/{len(row.values)} runs)"
@@ -21,8 +24,8 @@ def _cell(row: Row) -> str:
 
 
 def table(rows: list[Row]) -> str:
-    lines = ["| figure | peer | measure | median (min–max) | target |", "|---|---|---|---|---|"]
-    lines += [f"| {r.figure} | {r.peer} | {r.metric} | {_cell(r)} | {r.target} |" for r in rows]
+    lines = ["| figure | peer | measure | median (min–max) | target | met |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r.figure} | {r.peer} | {r.metric} | {_cell(r)} | {r.target} | {_MET[r.met]} |" for r in rows]
     return "\n".join(lines)
 
 
