@@ -97,7 +97,7 @@ def _is_server(p: psutil.Process) -> bool:
         line = " ".join(p.cmdline())
     except psutil.Error:
         return False
-    return "uvicorn" in line or "launcher.serve" in line
+    return "uvicorn" in line or "launcher.worker.serve" in line
 
 
 class LauncherPeer(Peer):

@@ -9,9 +9,9 @@ import sys
 from typing import Sequence
 
 from launcher import config as configuration
-from launcher import logs
+from launcher.supervisor import logs
 from launcher.config import Config, ConfigError
-from launcher.child import child_environment, kill_descendants, spawn_server
+from launcher.supervisor.spawn import child_environment, kill_descendants, spawn_server
 from launcher.exitcodes import ExitCode
 from launcher import signals
 
@@ -120,7 +120,7 @@ def show_config(cfg: Config) -> int:
 
 
 def check_db(cfg: Config) -> int:
-    from launcher.dbprobe import probe
+    from launcher.supervisor.dbprobe import probe
 
     result = probe(cfg.database, cfg.probe.timeout)
     target = f"{cfg.database.user}@{cfg.database.host}:{cfg.database.port}/{cfg.database.name}"
@@ -174,8 +174,8 @@ def run(cfg: Config) -> int:
         log.error("cannot start the server child: %s", err)
         return ExitCode.OS_ERROR
     # Imported only now, so that the first child imports the app while we import these.
-    from launcher.libc import become_subreaper, one_malloc_arena
-    from launcher.supervisor import Supervisor
+    from launcher.supervisor.libc import become_subreaper, one_malloc_arena
+    from launcher.supervisor.shell import Supervisor
 
     become_subreaper()
     one_malloc_arena()  # before the watcher threads exist

@@ -99,9 +99,9 @@ class Launcher:
             return []
 
     def server_pid(self) -> int:
-        """The uvicorn child serving now (the newest `launcher.serve` process)."""
+        """The uvicorn child serving now (the newest `launcher.worker.serve` process)."""
         def find() -> int | None:
-            servers = [p for p in self.children() if "launcher.serve" in " ".join(_cmdline(p))]
+            servers = [p for p in self.children() if "launcher.worker.serve" in " ".join(_cmdline(p))]
             return max(servers, key=lambda p: p.create_time()).pid if servers else None
         return int(wait_until(find, 30, what="a server child"))
 

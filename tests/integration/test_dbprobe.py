@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from launcher.config import DatabaseConfig, Secret
-from launcher.dbprobe import probe
+from launcher.supervisor.dbprobe import probe
 from localdb.server import MariaDB, free_port
 
 

@@ -19,10 +19,10 @@ FAULTY = """
 import sys
 from launcher import signals
 signals.hold()
-import launcher.supervisor
+import launcher.supervisor.shell
 def broken(self, result):
     raise RuntimeError("injected fault")
-launcher.supervisor.Supervisor.on_probe = broken
+launcher.supervisor.shell.Supervisor.on_probe = broken
 from launcher.cli import main
 sys.exit(main(["run"]))
 """
@@ -31,7 +31,7 @@ sys.exit(main(["run"]))
 def servers() -> set[int]:
     found = set()
     for proc in psutil.process_iter(["cmdline"]):
-        if "launcher.serve" in " ".join(proc.info["cmdline"] or ()):
+        if "launcher.worker.serve" in " ".join(proc.info["cmdline"] or ()):
             found.add(proc.pid)
     return found
 

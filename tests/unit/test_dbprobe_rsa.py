@@ -9,7 +9,7 @@ from tests.support import ROOT
 
 SCRIPT = textwrap.dedent("""
     import sys
-    from launcher.dbprobe import _auth
+    from launcher.supervisor.dbprobe import _auth
     assert "cryptography" not in sys.modules, "cryptography was imported with the probe"
 
     from cryptography.hazmat.primitives import hashes, serialization

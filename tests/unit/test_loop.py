@@ -7,7 +7,7 @@ import os
 import signal
 import threading
 
-from launcher.loop import COMPACT_AT, Loop
+from launcher.supervisor.loop import COMPACT_AT, Loop
 
 
 def test_timers_fire_in_time_order_and_cancelled_ones_never() -> None:

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from launcher import machine as m
+from launcher.supervisor import machine as m
 from launcher.config import Config, Policy, PrestartConfig, PrestartStep
 
 NO_STEPS = Config(prestart=PrestartConfig(steps=()))

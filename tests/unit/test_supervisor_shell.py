@@ -11,12 +11,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Mapping, Sequence
 
-from launcher.child import Spawned
+from launcher.supervisor.spawn import Spawned
 from launcher.config import Config, DatabaseConfig, load
-from launcher.dbprobe import ProbeResult
-from launcher.logs import Log
-from launcher.machine import ExitStatus
-from launcher.supervisor import Effects, Supervisor
+from launcher.supervisor.dbprobe import ProbeResult
+from launcher.supervisor.logs import Log
+from launcher.supervisor.machine import ExitStatus
+from launcher.supervisor.shell import Effects, Supervisor
 
 CONFIG = {"LAUNCHER_PROBE_INTERVAL": "100ms", "LAUNCHER_PROBE_TIMEOUT": "50ms",
           "LAUNCHER_PROBE_RETRY_INTERVAL": "50ms", "LAUNCHER_LIVENESS_INTERVAL": "1h",

@@ -15,9 +15,9 @@ from typing import Iterator
 
 import pytest
 
-from launcher import unavailable
-from launcher.loop import Loop
-from launcher.unavailable import Unavailable
+from launcher.supervisor import unavailable
+from launcher.supervisor.loop import Loop
+from launcher.supervisor.unavailable import Unavailable
 from tests.support import ROOT
 
 
@@ -199,10 +199,10 @@ def test_thousands_of_idle_connections_do_not_delay_a_client(responder: Responde
 
 FULL_TABLE = r"""
 import os, resource, socket, sys, threading, time
-from launcher.dbprobe import probe
+from launcher.supervisor.dbprobe import probe
 from launcher.config import DatabaseConfig
-from launcher.loop import Loop
-from launcher.unavailable import Unavailable
+from launcher.supervisor.loop import Loop
+from launcher.supervisor.unavailable import Unavailable
 
 listener = socket.create_server(("127.0.0.1", 0), backlog=512)
 loop = Loop()

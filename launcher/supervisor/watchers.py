@@ -14,7 +14,7 @@ import time
 from typing import Callable
 
 from launcher.config import Config, DatabaseConfig
-from launcher.dbprobe import ProbeResult, probe
+from launcher.supervisor.dbprobe import ProbeResult, probe
 
 STATUS_LINE_LIMIT = 1024
 

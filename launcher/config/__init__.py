@@ -18,9 +18,9 @@ from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any, Callable, ClassVar, Mapping
 
-from launcher import parsers
-from launcher.configfile import CONFIG_LIMIT, PASSWORD_LIMIT, FileProblem, parse_yaml, read_text
-from launcher.parsers import duration, flag, matching, number, one_of, text, whole, within, words
+from launcher.config import parsers
+from launcher.config.files import CONFIG_LIMIT, PASSWORD_LIMIT, FileProblem, parse_yaml, read_text
+from launcher.config.parsers import duration, flag, matching, number, one_of, text, whole, within, words
 
 # Environment variables the service already uses, kept under their old names.
 MYSQL_ENV = {

@@ -11,7 +11,7 @@ import signal
 from typing import Callable, Iterator
 
 from launcher import signals
-from launcher.machine import ExitStatus
+from launcher.supervisor.machine import ExitStatus
 
 
 def decode(status: int) -> ExitStatus:

@@ -73,7 +73,7 @@ def spawn_server(cfg: Config, listener: socket.socket, env: Mapping[str, str], n
         private.bind(address)
         private.listen(16)
         fds = [listener.fileno(), private.fileno(), ready_w, go_r]
-        argv = [sys.executable, "-m", "launcher.serve", cfg.server.app,
+        argv = [sys.executable, "-m", "launcher.worker.serve", cfg.server.app,
                 "--fd", str(fds[0]), "--fd", str(fds[1]), "--notify-fd", str(ready_w), "--go-fd", str(go_r),
                 "--log-level", cfg.server.log_level]
         if not cfg.server.access_log:
@@ -108,7 +108,7 @@ def kill_descendants() -> None:
     """Kill every descendant still around, wherever its group, and reap them all."""
     import psutil  # only needed here, at exit
 
-    from launcher.reaper import reap_all
+    from launcher.supervisor.reaper import reap_all
 
     leftovers = psutil.Process().children(recursive=True)
     for proc in leftovers:

@@ -127,8 +127,7 @@ class Loop:
             now = self.time()
             if deadline is not None and now >= deadline:
                 return
-            for key, _ in self._selector.select(self._timeout(now, deadline)):
-                key.data()
+            _dispatch(self._selector.select(self._timeout(now, deadline)))
             self._run_due()
             while self._calls:
                 self._calls.popleft()()
@@ -173,6 +172,13 @@ class Loop:
             handler = self._signal_handlers.get(sig)
             if handler is not None:
                 handler()
+
+
+def _dispatch(events: list[tuple[selectors.SelectorKey, int]]) -> None:
+    """In a function of its own, so that no frame keeps the last callback (and the connection
+    it belongs to) alive until the next wake-up."""
+    for key, _ in events:
+        key.data()
 
 
 def _signals(data: bytes) -> Iterable[int]:

@@ -19,7 +19,7 @@ import select
 import socket
 from typing import Callable
 
-from launcher.loop import Loop, Timer
+from launcher.supervisor.loop import Loop, Timer
 
 HEAD_LIMIT = 8192
 READ_TIMEOUT = 2.0

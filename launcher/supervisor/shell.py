@@ -11,17 +11,18 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Callable, Iterable, Mapping, Sequence
 
-from launcher import machine, signals
-from launcher.child import Spawned, kill_descendants, signal_group, spawn_server, spawn_step
+from launcher import signals
+from launcher.supervisor import machine
+from launcher.supervisor.spawn import Spawned, kill_descendants, signal_group, spawn_server, spawn_step
 from launcher.config import Config, DatabaseConfig
-from launcher.dbprobe import ProbeResult, probe
+from launcher.supervisor.dbprobe import ProbeResult, probe
 from launcher.exitcodes import ExitCode
-from launcher.logs import Log
-from launcher.loop import Loop, Timer
-from launcher.machine import ExitStatus
-from launcher.reaper import install, reap_all
-from launcher.unavailable import Unavailable
-from launcher.watchers import DbWatcher, LivenessWatcher
+from launcher.supervisor.logs import Log
+from launcher.supervisor.loop import Loop, Timer
+from launcher.supervisor.machine import ExitStatus
+from launcher.supervisor.reaper import install, reap_all
+from launcher.supervisor.unavailable import Unavailable
+from launcher.supervisor.watchers import DbWatcher, LivenessWatcher
 
 
 # At exit, how long the launcher keeps answering 503 to connections already queued.

@@ -54,7 +54,7 @@ class NotifyingServer(uvicorn.Server):
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m launcher.serve")
+    parser = argparse.ArgumentParser(prog="python -m launcher.worker.serve")
     parser.add_argument("app", help="ASGI app as module:attribute")
     parser.add_argument("--fd", type=int, action="append", required=True, help="listening socket to serve")
     parser.add_argument("--notify-fd", type=int, required=True, help="pipe to report readiness on")
