@@ -26,8 +26,8 @@ def make_engine(settings: Settings) -> Engine:
     return create_engine(
         settings.url,
         pool_pre_ping=True,
-        pool_size=5,
-        max_overflow=10,
+        pool_size=settings.pool_size,
+        max_overflow=settings.max_overflow,
         pool_timeout=t,
         pool_recycle=3600,
         connect_args={"connect_timeout": t, "read_timeout": t, "write_timeout": t},

@@ -15,6 +15,8 @@ class Settings:
     password: str
     database: str
     timeout: float  # every DB call is bounded by this (connect, read, write, pool wait)
+    pool_size: int = 5  # connections each worker keeps (SQLAlchemy's default)
+    max_overflow: int = 10  # and may open beyond them under load
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -26,6 +28,8 @@ class Settings:
             password=env.get("MYSQL_PASSWORD", ""),
             database=env.get("MYSQL_DATABASE", "app"),
             timeout=float(env.get("API_DB_TIMEOUT", "1")),
+            pool_size=int(env.get("API_DB_POOL_SIZE", "5")),
+            max_overflow=int(env.get("API_DB_MAX_OVERFLOW", "10")),
         )
 
     @property

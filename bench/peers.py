@@ -94,10 +94,10 @@ class Peer:
 
 def _is_server(p: psutil.Process) -> bool:
     try:
-        line = " ".join(p.cmdline())
+        line, name = " ".join(p.cmdline()), p.name()
     except psutil.Error:
         return False
-    return "uvicorn" in line or "launcher.worker.serve" in line
+    return "uvicorn" in line or name == "worker"
 
 
 class LauncherPeer(Peer):

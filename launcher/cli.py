@@ -11,7 +11,7 @@ from typing import Sequence
 from launcher import config as configuration
 from launcher.supervisor import logs
 from launcher.config import Config, ConfigError
-from launcher.supervisor.spawn import child_environment, kill_descendants, spawn_server
+from launcher.supervisor.spawn import child_environment, kill_descendants, spawn_template
 from launcher.exitcodes import ExitCode
 from launcher import signals
 
@@ -169,11 +169,11 @@ def run(cfg: Config) -> int:
              host, port, db.user, db.host, db.port, db.name, cfg.on_db_loss.value)
     env = child_environment(cfg, os.environ)
     try:
-        first = spawn_server(cfg, listener, env, "1")
+        first = spawn_template(cfg, listener, env)
     except OSError as err:
-        log.error("cannot start the server child: %s", err)
+        log.error("cannot start the template: %s", err)
         return ExitCode.OS_ERROR
-    # Imported only now, so that the first child imports the app while we import these.
+    # Imported only now, so that the template imports the app while we import these.
     from launcher.supervisor.libc import become_subreaper, one_malloc_arena
     from launcher.supervisor.shell import Supervisor
 

@@ -10,7 +10,8 @@ import signal
 STOP = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 RELOAD = (signal.SIGHUP,)
 FORWARDED = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH)
-HANDLED = frozenset((*STOP, *RELOAD, *FORWARDED, signal.SIGCHLD))
+RESIZE = {signal.SIGTTIN: +1, signal.SIGTTOU: -1}  # one worker more or fewer (gunicorn's convention)
+HANDLED = frozenset((*STOP, *RELOAD, *FORWARDED, *RESIZE, signal.SIGCHLD))
 
 
 def hold() -> None:

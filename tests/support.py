@@ -98,12 +98,17 @@ class Launcher:
         except psutil.NoSuchProcess:
             return []
 
+    def workers(self) -> list[psutil.Process]:
+        """The uvicorn workers, oldest first (forked or cold, they call themselves `worker`)."""
+        return sorted((p for p in self.children() if _name(p) == "worker"), key=lambda p: p.create_time())
+
     def server_pid(self) -> int:
-        """The uvicorn child serving now (the newest `launcher.worker.serve` process)."""
-        def find() -> int | None:
-            servers = [p for p in self.children() if "launcher.worker.serve" in " ".join(_cmdline(p))]
-            return max(servers, key=lambda p: p.create_time()).pid if servers else None
-        return int(wait_until(find, 30, what="a server child"))
+        """The newest worker."""
+        return int(wait_until(lambda: [p.pid for p in self.workers()][-1:], 30, what="a worker")[0])
+
+    def template_pid(self) -> int:
+        found = wait_until(lambda: [p.pid for p in self.children() if _name(p) == "template"], 30, what="the template")
+        return int(found[0])
 
     def signal(self, sig: signal.Signals) -> None:
         os.kill(self.pid, sig)
@@ -135,6 +140,13 @@ def _cmdline(p: psutil.Process) -> list[str]:
         return p.cmdline()
     except psutil.Error:
         return []
+
+
+def _name(p: psutil.Process) -> str:
+    try:
+        return p.name()
+    except psutil.Error:
+        return ""
 
 
 def _kill(p: psutil.Process) -> None:

@@ -178,6 +178,7 @@ class ServerConfig:
     app: str = _knob("api.main:app", matching(r"[\w.]+:[\w.]+", "api.main:app"))
     host: str = _knob("0.0.0.0", _HOST)
     port: int = _knob(8000, _PORT)
+    workers: int = _knob(1, parsers.workers)
     backlog: int = _knob(2048, within(whole, low=1, high=65535))
     log_level: str = _knob("info", one_of("critical", "error", "warning", "info", "debug", "trace"))
     access_log: bool = _knob(True, flag)
@@ -257,7 +258,7 @@ class Config:
     liveness: LivenessConfig = _knob(LivenessConfig(), _section(LivenessConfig))
     restart: RestartConfig = _knob(RestartConfig(), _section(RestartConfig))
     prestart: PrestartConfig = _knob(PrestartConfig(), _section(PrestartConfig))
-    on_db_loss: Policy = _knob(Policy.RESTART, _policy)
+    on_db_loss: Policy = _knob(Policy.SWAP, _policy)
     log: LogConfig = _knob(LogConfig(), _section(LogConfig))
 
 

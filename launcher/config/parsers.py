@@ -9,6 +9,7 @@ NUL byte (no environment string, argv word or socket address can hold one).
 from __future__ import annotations
 
 import math
+import os
 import re
 from typing import Any, Callable
 
@@ -113,6 +114,33 @@ def words(example: str, limit: int = 256) -> Parser:
                 raise ValueError(f"expected a list of non-empty words without NUL bytes, like {example}") from None
         return tuple(value)
     return parse
+
+
+def available_cpus() -> int:
+    """The CPUs this process may use: its affinity mask, and the cgroup's CPU quota when one
+    is set (a container limited to 1.5 CPUs gets 2 workers, not the host's count)."""
+    count = len(os.sched_getaffinity(0))
+    try:
+        with open("/sys/fs/cgroup/cpu.max", encoding="ascii") as file:
+            quota, period = file.read().split()[:2]
+        if quota != "max":
+            count = min(count, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, count)
+
+
+def workers(value: Any) -> int:
+    """A number of workers, or 'auto' for the CPUs this process may use."""
+    if isinstance(value, str) and value.strip() == "auto":
+        return available_cpus()
+    try:
+        result = whole(value)
+    except ValueError:
+        result = 0
+    if not 1 <= result <= 256:
+        raise ValueError("expected auto or a whole number from 1 to 256")
+    return result
 
 
 def within(parse: Parser, low: float | None = None, high: float | None = None,

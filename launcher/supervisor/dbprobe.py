@@ -55,6 +55,7 @@ class ProbeResult:
     ok: bool
     reason: str = ""
     detail: str = ""  # the server's message and, after it, the hint for the fix
+    max_connections: int = 0  # the server's limit, read in the same query (0: not known)
 
 
 class _Connection(pymysql.connections.Connection):
@@ -106,9 +107,9 @@ def _login_and_select(db: DatabaseConfig, timeout: float) -> ProbeResult:
     )
     try:
         with conn.cursor() as cursor:
-            cursor.execute("SELECT 1")
-            cursor.fetchone()
-        return ProbeResult(ok=True)
+            cursor.execute("SELECT 1, @@max_connections")
+            row = cursor.fetchone()
+        return ProbeResult(ok=True, max_connections=int(row[1]) if row and row[1] else 0)
     finally:
         conn.close()
 

@@ -36,6 +36,7 @@ def install(loop_add: Callable[[int, Callable[[], None]], None],
             on_stop: Callable[[signal.Signals], None],
             on_reload: Callable[[], None],
             on_forward: Callable[[signal.Signals], None],
+            on_resize: Callable[[int], None],
             on_child: Callable[[], None]) -> None:
     """Route each signal to its handler; handlers run in the loop, never in signal context."""
     for sig in signals.STOP:
@@ -44,4 +45,6 @@ def install(loop_add: Callable[[int, Callable[[], None]], None],
         loop_add(sig, on_reload)
     for sig in signals.FORWARDED:
         loop_add(sig, lambda s=sig: on_forward(s))
+    for sig, delta in signals.RESIZE.items():
+        loop_add(sig, lambda d=delta: on_resize(d))
     loop_add(signal.SIGCHLD, on_child)

@@ -1,9 +1,10 @@
-"""Start and signal the processes the launcher owns: the server child and prestart steps.
+"""Start and signal the processes the launcher owns: the template, workers, prestart steps.
 
 posix_spawn rather than subprocess.Popen: a Popen object reaps its own child (in
 poll(), wait() and at the next Popen's clean-up), which would race the one reaper
 of the program and turn real exit statuses into 0. Each process gets its own
 session, so a stop signals the whole process group and nothing is left behind.
+A forked worker's pid arrives later, from the template (see launcher/worker/template.py).
 """
 from __future__ import annotations
 
@@ -25,10 +26,12 @@ _DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
 
 @dataclass
 class Spawned:
-    pid: int
-    ready_fd: int | None = None  # read end of the readiness pipe (server child only)
-    go_fd: int | None = None  # write end of the pipe that releases a parked child
-    private_address: str = ""  # abstract unix socket for liveness checks
+    pid: int | None  # None until the template says which pid a forked worker got
+    ready_fd: int | None = None  # read end of a worker's readiness pipe
+    control: socket.socket | None = None  # a template's control channel
+    private_address: str = ""  # a worker's abstract unix socket for liveness checks
+    pending_signal: signal.Signals | None = None  # for a forked worker whose pid is not known yet
+    parent: int | None = None  # the machine's id of the template that forks this worker
 
 
 def child_environment(cfg: Config, environ: Mapping[str, str]) -> dict[str, str]:
@@ -62,32 +65,62 @@ def _spawn(argv: Sequence[str], env: Mapping[str, str], fds: Sequence[int] = ())
                                setsigmask=(), setsigdef=_DEFAULT_SIGNALS)
 
 
-def spawn_server(cfg: Config, listener: socket.socket, env: Mapping[str, str], name: str) -> Spawned:
-    """Start a parked server child: the held socket, a private socket, a readiness pipe and a
-    go pipe. It imports the app at once and starts serving when `go` is written."""
+def _server_argv(cfg: Config, module: str) -> list[str]:
+    argv = [sys.executable, "-m", module, cfg.server.app, "--log-level", cfg.server.log_level]
+    return argv if cfg.server.access_log else [*argv, "--no-access-log"]
+
+
+def spawn_template(cfg: Config, listener: socket.socket, env: Mapping[str, str]) -> Spawned:
+    """Start a template: it imports the app, then forks workers when asked on `control`."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        fds = [listener.fileno(), theirs.fileno()]
+        argv = [*_server_argv(cfg, "launcher.worker.template"), "--fd", str(fds[0]), "--control-fd", str(fds[1])]
+        pid = _spawn(argv, env, fds)
+    except OSError:
+        ours.close()
+        raise
+    finally:
+        theirs.close()
+    ours.setblocking(False)
+    return Spawned(pid, control=ours)
+
+
+@contextmanager
+def _worker_channels(name: str) -> Iterator[tuple[socket.socket, int, int, str]]:
+    """A private listener and a readiness pipe for one worker; the worker's ends are closed
+    here once handed over, the launcher keeps the pipe's read end."""
     private = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     address = f"\0launcher.{os.getpid()}.{name}"
     ready_r, ready_w = os.pipe()
-    go_r, go_w = os.pipe()
     try:
         private.bind(address)
         private.listen(16)
-        fds = [listener.fileno(), private.fileno(), ready_w, go_r]
-        argv = [sys.executable, "-m", "launcher.worker.serve", cfg.server.app,
-                "--fd", str(fds[0]), "--fd", str(fds[1]), "--notify-fd", str(ready_w), "--go-fd", str(go_r),
-                "--log-level", cfg.server.log_level]
-        if not cfg.server.access_log:
-            argv.append("--no-access-log")
-        pid = _spawn(argv, env, fds)
-    except OSError:
+        yield private, ready_r, ready_w, address
+    except BaseException:
         os.close(ready_r)
-        os.close(go_w)
         raise
     finally:
         os.close(ready_w)
-        os.close(go_r)
         private.close()
-    return Spawned(pid, ready_r, go_w, address)
+
+
+def fork_worker(template: Spawned, name: str) -> Spawned:
+    """Ask the template for a worker; its pid comes back in a `forked` message."""
+    assert template.control is not None
+    with _worker_channels(name) as (private, ready_r, ready_w, address):
+        socket.send_fds(template.control, [f"fork {name}".encode()], [private.fileno(), ready_w])
+    return Spawned(None, ready_r, private_address=address)
+
+
+def spawn_cold_worker(cfg: Config, listener: socket.socket, env: Mapping[str, str], name: str) -> Spawned:
+    """A worker that imports the app itself: when no template can fork safely."""
+    with _worker_channels(name) as (private, ready_r, ready_w, address):
+        fds = [listener.fileno(), private.fileno(), ready_w]
+        argv = [*_server_argv(cfg, "launcher.worker.serve"), "--fd", str(fds[0]), "--fd", str(fds[1]),
+                "--notify-fd", str(ready_w)]
+        pid = _spawn(argv, env, fds)
+    return Spawned(pid, ready_r, private_address=address)
 
 
 def spawn_step(command: Sequence[str], env: Mapping[str, str]) -> Spawned:

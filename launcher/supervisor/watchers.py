@@ -2,9 +2,9 @@
 
 Each runs in a daemon thread of its own: both block (PyMySQL, a socket read), each
 is bounded by its timeout, a slow one never delays the other, and a thread still
-inside a check never delays the launcher's exit. Liveness checks go to the child's
-private socket, so the answer comes from that very child, never from a sibling
-that shares the public socket during a swap.
+inside a check never delays the launcher's exit. Liveness checks go to each worker's
+private socket, so the answer comes from that very worker, never from a sibling
+that shares the public socket.
 """
 from __future__ import annotations
 
@@ -57,23 +57,21 @@ class DbWatcher(_Watcher):
 
 
 class LivenessWatcher(_Watcher):
-    """Every interval, checks whichever child `target()` names (its id and private address)."""
+    """Every interval, checks each worker `targets()` names (its id and private address)."""
 
-    def __init__(self, cfg: Config, target: Callable[[], tuple[int, str] | None],
+    def __init__(self, cfg: Config, targets: Callable[[], list[tuple[int, str]]],
                  deliver: Callable[[int, bool, str], None]) -> None:
         super().__init__("liveness")
         self._cfg = cfg.liveness
-        self._target = target
+        self._targets = targets
         self._deliver = deliver
 
     def run(self) -> None:
         while not self._halt.wait(self._cfg.interval):
-            target = self._target()
-            if target is None:
-                continue
-            proc, address = target
-            ok, why = check_liveness(address, self._cfg.path, self._cfg.timeout)
-            if not self._halt.is_set():
+            for proc, address in self._targets():
+                ok, why = check_liveness(address, self._cfg.path, self._cfg.timeout)
+                if self._halt.is_set():
+                    return
                 self._deliver(proc, ok, why)
 
 

@@ -1,10 +1,10 @@
-"""The child's entry: uvicorn run programmatically on sockets the launcher hands over.
+"""A worker: uvicorn run programmatically on sockets the launcher hands over.
 
-Running uvicorn from our own entry (not its CLI) lets the child serve the shared
-public socket and a private one that only the launcher talks to (liveness), report
-readiness on a pipe the instant uvicorn's startup completes, and park: import the
-app first (the slow part), then wait on a go pipe, so the launcher can keep a warm
-child ready while the DB is down. This module must stay light: it runs in every child.
+Running uvicorn from our own entry (not its CLI) lets a worker serve the shared public
+socket and a private one that only the launcher talks to (liveness), and report
+readiness on a pipe the instant uvicorn's startup completes. A worker is forked from the
+template (template.py) with the app already imported, or, as a fallback, started cold
+with `python -m launcher.worker.serve`, which imports the app itself.
 """
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ import sys
 
 import uvicorn
 
-
 ACCEPTED_GRACE = 0.2
+STARTUP_FAILURE = 3  # uvicorn's own exit code when the app fails to start
 
 
 class _HideLauncherChecks(logging.Filter):
@@ -53,32 +53,47 @@ class NotifyingServer(uvicorn.Server):
         await super().shutdown(sockets=sockets)
 
 
+def name_process(name: str) -> None:
+    """What `ps` and psutil's name() show: a forked worker shares the template's command line."""
+    try:
+        with open("/proc/self/comm", "w", encoding="ascii") as comm:
+            comm.write(name[:15])
+    except OSError:
+        pass
+
+
+def app_config(app: str, log_level: str, access_log: bool) -> uvicorn.Config:
+    """The uvicorn config with the app imported: the slow part, done once in the template."""
+    sys.path.insert(0, os.getcwd())
+    config = uvicorn.Config(app, log_level=log_level, access_log=access_log, lifespan="on")
+    logging.getLogger("uvicorn.access").addFilter(_HideLauncherChecks())
+    config.load()
+    return config
+
+
+def serve(config: uvicorn.Config, fds: list[int], notify_fd: int) -> int:
+    """Serve until stopped; the exit code for the launcher. socket.socket(fileno=...) reads
+    the family from the fd, unlike uvicorn's own --fd, which assumes AF_UNIX."""
+    server = NotifyingServer(config, notify_fd)
+    server.run(sockets=[socket.socket(fileno=fd) for fd in fds])
+    return 0 if server.started else STARTUP_FAILURE
+
+
 def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m launcher.worker.serve")
     parser.add_argument("app", help="ASGI app as module:attribute")
     parser.add_argument("--fd", type=int, action="append", required=True, help="listening socket to serve")
     parser.add_argument("--notify-fd", type=int, required=True, help="pipe to report readiness on")
-    parser.add_argument("--go-fd", type=int, required=True, help="pipe that says when to start serving")
     parser.add_argument("--log-level", default="info")
     parser.add_argument("--no-access-log", action="store_true")
     return parser.parse_args(argv)
 
 
-def main(argv: list[str]) -> None:
+def main(argv: list[str]) -> int:
     args = parse(argv)
-    sys.path.insert(0, os.getcwd())
-    config = uvicorn.Config(
-        args.app, log_level=args.log_level, access_log=not args.no_access_log, lifespan="on",
-    )
-    logging.getLogger("uvicorn.access").addFilter(_HideLauncherChecks())
-    config.load()  # imports the app: the slow part of a cold start, done while parked
-    if not os.read(args.go_fd, 16):
-        return  # the launcher retired us (or is gone) before we were needed
-    os.close(args.go_fd)
-    # socket.socket(fileno=...) reads the family from the fd, unlike uvicorn's own --fd.
-    sockets = [socket.socket(fileno=fd) for fd in args.fd]
-    NotifyingServer(config, args.notify_fd).run(sockets=sockets)
+    name_process("worker")
+    return serve(app_config(args.app, args.log_level, not args.no_access_log), args.fd, args.notify_fd)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(main(sys.argv[1:]))

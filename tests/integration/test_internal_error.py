@@ -31,7 +31,7 @@ sys.exit(main(["run"]))
 def servers() -> set[int]:
     found = set()
     for proc in psutil.process_iter(["cmdline"]):
-        if "launcher.worker.serve" in " ".join(proc.info["cmdline"] or ()):
+        if "launcher.worker" in " ".join(proc.info["cmdline"] or ()):
             found.add(proc.pid)
     return found
 

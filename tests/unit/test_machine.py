@@ -1,4 +1,4 @@
-"""Every transition of the state machine, with no process, socket or sleep."""
+"""Every transition of the pool's state machine, with no process, socket or sleep."""
 from __future__ import annotations
 
 import signal
@@ -6,11 +6,13 @@ from dataclasses import replace
 
 import pytest
 
-from launcher.supervisor import machine as m
 from launcher.config import Config, Policy, PrestartConfig, PrestartStep
+from launcher.supervisor import machine as m
+from tests.unit.machine_invariants import check
 
 NO_STEPS = Config(prestart=PrestartConfig(steps=()))
 MIGRATE = PrestartStep(name="migrate", command=("true",))
+TEMPLATE = 1  # the first process of every run is the template
 
 
 def cfg(**kw: object) -> Config:
@@ -22,15 +24,18 @@ def steps(*items: PrestartStep, after_db_loss: bool = False) -> Config:
 
 
 class Run:
-    """Feed events to the machine and keep the actions, as the shell would."""
+    """Feed events to the machine and keep the actions, as the shell would; the invariants
+    are checked after every step."""
 
-    def __init__(self, config: Config = NO_STEPS) -> None:
+    def __init__(self, config: Config = NO_STEPS, size: int = 1) -> None:
         self.cfg = config
-        self.s = m.initial(0.0)
+        self.s = m.initial(0.0, size)
         self.actions: list[m.Action] = []
 
     def __call__(self, event: m.Event) -> list[m.Action]:
+        before = self.s
         self.s, actions = m.step(self.cfg, self.s, event)
+        check(self.cfg, before, self.s, actions)
         self.actions += actions
         return [a for a in actions if not isinstance(a, m.Log)]
 
@@ -43,77 +48,95 @@ class Run:
     def down(self, now: float, reason: str = "refused") -> list[m.Action]:
         return self(m.DbProbed(now, False, reason, "detail"))
 
-    def serving(self, now: float = 0.0) -> int:
-        """Bring the machine to RUNNING and return the serving child's id."""
-        go = [a for a in self.up(now) if isinstance(a, m.Go)]
-        assert len(go) == 1, self.actions
-        self(m.ChildReady(now + 0.5, go[0].proc))
-        return go[0].proc
+    def template_ready(self, now: float, proc: int = TEMPLATE, warm: bool = True) -> list[m.Action]:
+        return self(m.TemplateReady(now, proc, warm, "" if warm else "threads: poller"))
+
+    def serving(self, now: float = 0.0) -> list[int]:
+        """Bring the machine to RUNNING and return the serving workers' ids."""
+        self(m.Tick(now))
+        started = started_workers(self.template_ready(now + 0.2) + self.up(now + 0.3))
+        assert len(started) == self.s.size, self.actions
+        for proc in started:
+            self(m.WorkerReady(now + 0.4, proc))
+        return started
 
 
-def released(actions: list[m.Action]) -> int:
-    """The child that an event's actions released to serve."""
-    (go,) = [a for a in actions if isinstance(a, m.Go)]
-    return go.proc
+def started_workers(actions: list[m.Action]) -> list[int]:
+    return [a.proc for a in actions if isinstance(a, m.StartWorker)]
 
 
 def exited(now: float, proc: int, code: int = 0) -> m.ProcExited:
     return m.ProcExited(now, proc, m.ExitStatus(code=code), rand=0.5)
 
 
-def test_a_child_is_parked_while_the_db_is_down() -> None:
+def killed(now: float, proc: int, sig: int = signal.SIGTERM) -> m.ProcExited:
+    return m.ProcExited(now, proc, m.ExitStatus(signal=sig))
+
+
+def ids(s: m.State) -> list[int]:
+    return [w.id for w in m.serving(s)]
+
+
+# The template and the first workers ----------------------------------------------------
+
+def test_the_template_is_built_at_once_even_while_the_db_is_down() -> None:
     run = Run()
-    assert run.down(1.0) == [m.StartChild(1)], "it imports the app while the DB is down"
-    assert m.phase(run.s, 1.0) is m.Phase.WAITING_DB
-    assert m.accepting(run.s), "a parked child serves nobody: the launcher answers 503"
+    assert run.down(0.0) == [m.StartTemplate(TEMPLATE)], "it imports the app, which needs no DB"
+    assert m.phase(run.s, 0.0) is m.Phase.WAITING_DB
+    assert m.accepting(run.s)
 
 
-def test_parked_child_is_released_once_the_db_answers() -> None:
+def test_no_worker_starts_before_the_db_answers() -> None:
+    run = Run(size=2)
+    run.down(0.0)
+    assert run.template_ready(1.0) == []
+    assert run.up(2.0) == [m.StartWorker(2, TEMPLATE), m.StartWorker(3, TEMPLATE)]
+    assert not m.accepting(run.s), "the launcher stops accepting when the workers start"
+
+
+def test_workers_wait_for_the_template_rather_than_start_cold() -> None:
     run = Run()
-    run.down(1.0)
-    assert run.up(2.0) == [m.Go(1)]
-    assert m.phase(run.s, 2.0) is m.Phase.STARTING
-    assert not m.accepting(run.s), "the launcher stops accepting when a child starts"
+    run.up(0.0)
+    assert run.up(0.5) == []
+    assert run.template_ready(1.0) == [m.StartWorker(2, TEMPLATE)]
 
 
-def test_db_up_at_once_spawns_and_releases_a_child() -> None:
-    assert Run().up(0.0) == [m.StartChild(1), m.Go(1)]
-
-
-def test_child_ready_means_running() -> None:
+def test_the_shell_may_spawn_the_template_before_the_machine_exists() -> None:
     run = Run()
-    run.serving()
+    run.s = m.initial(0.0, 1, template_spawned=True)
+    assert run.up(0.1) == []
+    assert run.template_ready(0.5) == [m.StartWorker(2, TEMPLATE)]
+
+
+def test_a_template_with_threads_is_retired_and_workers_start_cold() -> None:
+    run = Run(size=2)
+    run.up(0.0)
+    assert run.template_ready(1.0, warm=False) == [m.StopProc(TEMPLATE), m.StartWorker(2, None),
+                                                   m.StartWorker(3, None)]
+    assert "cannot fork safely (threads: poller); workers start cold" in run.logs()
+    run(killed(1.5, TEMPLATE))
+    assert run(exited(20.0, 2, 1)) == [m.StartWorker(4, None)], "the replacement starts cold too"
+
+
+def test_worker_ready_means_running() -> None:
+    run = Run(size=2)
+    assert len(run.serving()) == 2
     assert m.phase(run.s, 1.0) is m.Phase.RUNNING
 
 
-def test_no_child_is_parked_while_one_serves() -> None:
-    run = Run()
-    run.serving()
-    assert run.s.standby is None
-    assert run.down(5.0) == []
-
-
-def test_parked_child_dying_counts_as_a_crash_and_backs_off() -> None:
-    run = Run()
-    run.down(0.0)
-    assert run(exited(1.0, 1, code=1)) == []
-    assert "child 1 exited before it was ready (exit code 1)" in run.logs()
-    wake = m.next_wake(run.cfg, run.s)
-    assert wake is not None
-    assert run(m.Tick(wake)) == [m.StartChild(2)]
-
-
-def test_prestart_steps_run_in_order_while_the_child_is_parked() -> None:
+def test_prestart_steps_run_in_order_before_the_first_worker() -> None:
     run = Run(steps(PrestartStep(name="a", command=("true",)), PrestartStep(name="b", command=("true",))))
-    assert run.up(0.0) == [m.RunStep(1, 0), m.StartChild(2)]
-    assert run(exited(1.0, 1)) == [m.RunStep(3, 1)]
-    assert run(exited(2.0, 3)) == [m.Go(2)]
+    run.template_ready(0.0) if run(m.Tick(0.0)) else None
+    assert run.up(0.1) == [m.RunStep(2, 0)]
+    assert run(exited(1.0, 2)) == [m.RunStep(3, 1)]
+    assert run(exited(2.0, 3)) == [m.StartWorker(4, TEMPLATE)]
 
 
-def test_failed_prestart_step_is_retried_after_backoff_and_the_child_waits() -> None:
-    run = Run(steps(PrestartStep(name="migrate", command=("false",))))
-    run.up(0.0)
-    assert run(exited(1.0, 1, code=1)) == []
+def test_failed_prestart_step_is_retried_after_backoff_and_no_worker_starts() -> None:
+    run = Run(steps(MIGRATE))
+    run(m.Tick(0.0)), run.template_ready(0.1)
+    run.up(0.2)
+    assert run(exited(1.0, 2, code=1)) == []
     assert "prestart step 'migrate' failed (exit code 1)" in run.logs()
     wake = m.next_wake(run.cfg, run.s)
     assert wake is not None and wake > 1.0
@@ -122,117 +145,159 @@ def test_failed_prestart_step_is_retried_after_backoff_and_the_child_waits() -> 
 
 def test_prestart_step_past_its_timeout_is_killed_and_counts_as_failed() -> None:
     run = Run(steps(PrestartStep(name="migrate", command=("sleep", "99"), timeout=5.0)))
-    run.up(0.0)
-    assert run(m.Tick(5.0)) == [m.KillProc(1)]
-    run(m.ProcExited(5.1, 1, m.ExitStatus(signal=signal.SIGKILL)))
+    run(m.Tick(0.0))
+    run.up(0.1)
+    assert run(m.Tick(5.1)) == [m.KillProc(2)]
+    run(killed(5.2, 2, signal.SIGKILL))
     assert "failed (timed out)" in run.logs()
 
 
 def _lose_db_and_return(run: Run) -> list[m.Action]:
-    run.up(0.0)
-    run(exited(0.5, 1))
-    child = run.s.starting.id if run.s.starting else 0
-    run(m.ChildReady(1.0, child))
+    run(m.Tick(0.0)), run.template_ready(0.1), run.up(0.2)
+    run(exited(0.5, 2))
+    (worker,) = [w.id for w in run.s.workers]
+    run(m.WorkerReady(1.0, worker))
     run.down(30.0), run.down(31.0)
-    run(m.ProcExited(31.5, child, m.ExitStatus(signal=15)))
+    run(killed(31.5, worker))
     return run.up(40.0)
 
 
 def test_prestart_is_not_run_again_after_a_db_loss_by_default() -> None:
-    assert _lose_db_and_return(Run(steps(MIGRATE))) == [m.Go(3)]
+    run = Run(replace(steps(MIGRATE), on_db_loss=Policy.RESTART))
+    assert _lose_db_and_return(run) == [m.StartWorker(4, TEMPLATE)]
 
 
 def test_prestart_runs_again_after_a_db_loss_when_configured() -> None:
-    assert _lose_db_and_return(Run(steps(MIGRATE, after_db_loss=True))) == [m.RunStep(4, 0)]
+    run = Run(replace(steps(MIGRATE, after_db_loss=True), on_db_loss=Policy.RESTART))
+    assert _lose_db_and_return(run) == [m.RunStep(4, 0)]
 
 
-def test_prestart_is_not_run_again_after_a_crash() -> None:
-    run = Run(steps(MIGRATE, after_db_loss=True))
-    run.up(0.0)
-    run(exited(0.5, 1))
-    run(m.ChildReady(1.0, 2))
-    run(exited(20.0, 2, code=1))
-    assert run(m.Tick(21.0)) == [m.StartChild(3), m.Go(3)], "a crash with the DB up needs no migration"
-
+# Workers that end -------------------------------------------------------------------------
 
 @pytest.mark.parametrize("code", [0, 1, 3])
-def test_child_exit_with_any_code_is_restarted(code: int) -> None:
-    run = Run()
-    child = run.serving()
-    assert run(exited(20.0, child, code)) == []
-    assert m.phase(run.s, 20.0) is m.Phase.BACKOFF
-    assert m.accepting(run.s), "the launcher answers 503 during backoff"
-    wake = m.next_wake(run.cfg, run.s)
-    assert wake is not None
-    assert run(m.Tick(wake)) == [m.StartChild(child + 1), m.Go(child + 1)]
+def test_a_worker_that_exits_with_any_code_is_replaced_alone(code: int) -> None:
+    run = Run(size=2)
+    first, second = run.serving()
+    assert run(exited(20.0, first, code)) == [m.StartWorker(second + 1, TEMPLATE)], "at once, from the template"
+    assert ids(run.s) == [second], "the other worker serves on"
+    assert not m.accepting(run.s)
 
 
-def test_child_killed_by_a_signal_is_restarted() -> None:
+def test_a_worker_killed_by_a_signal_is_replaced() -> None:
     run = Run()
-    child = run.serving()
-    run(m.ProcExited(20.0, child, m.ExitStatus(signal=9)))
+    (worker,) = run.serving()
+    assert run(killed(20.0, worker, signal.SIGKILL)) == [m.StartWorker(worker + 1, TEMPLATE)]
     assert "killed by signal 9 (SIGKILL)" in run.logs()
-    assert run(m.Tick(25.0)) == [m.StartChild(child + 1), m.Go(child + 1)]
 
 
-def test_backoff_grows_exponentially_and_is_capped() -> None:
+def test_the_first_replacement_is_immediate_then_the_backoff_grows_and_is_capped() -> None:
     c = cfg()
-    delays = [m.backoff_delay(c, attempt, rand=0.5) for attempt in range(12)]
-    assert delays[:4] == pytest.approx([0.1, 0.2, 0.4, 0.8])
+    delays = [m.backoff_delay(c, attempt, rand=0.5) for attempt in range(14)]
+    assert delays[:5] == pytest.approx([0.0, 0.1, 0.2, 0.4, 0.8])
     assert max(delays) == pytest.approx(c.restart.backoff_max)
 
 
 def test_backoff_jitter_stays_within_its_fraction() -> None:
     c = cfg()
-    low, high = m.backoff_delay(c, 3, 0.0), m.backoff_delay(c, 3, 1.0)
+    low, high = m.backoff_delay(c, 4, 0.0), m.backoff_delay(c, 4, 1.0)
     assert low == pytest.approx(0.8 * 0.8) and high == pytest.approx(0.8 * 1.2)
 
 
-def test_backoff_resets_after_the_child_stayed_up_long_enough() -> None:
+def test_a_quick_second_crash_backs_off_and_the_launcher_answers_meanwhile() -> None:
     run = Run()
-    child = run.serving()
-    for _ in range(4):  # quick crashes grow the attempt count
-        run(exited(run.s.serving.started + 1.0 if run.s.serving else 0.0, child, 1))
-        wake = m.next_wake(run.cfg, run.s)
-        assert wake is not None
-        child = released(run(m.Tick(wake)))
-        run(m.ChildReady(wake + 0.1, child))
-    assert run.s.attempt == 4
-    assert run.s.serving is not None
-    run(exited(run.s.serving.started + 11.0, child, 1))
-    assert run.s.attempt == 1, "the delay restarted from backoff_initial"
+    (worker,) = run.serving()
+    (second,) = started_workers(run(exited(20.0, worker, 1)))
+    run(m.WorkerReady(20.1, second))
+    assert run(exited(21.0, second, 1)) == []
+    assert m.phase(run.s, 21.0) is m.Phase.BACKOFF and m.accepting(run.s)
+    wake = m.next_wake(run.cfg, run.s)
+    assert wake == pytest.approx(21.1)
+    assert started_workers(run(m.Tick(wake))) == [second + 1]
 
 
-def test_crash_loop_past_the_budget_exits_70() -> None:
-    run = Run(cfg(restart=replace(NO_STEPS.restart, max_restarts=2)))
-    child, now = run.serving(), 1.0
-    for _ in range(2):
-        run(exited(now, child, 1))
-        child, now = released(run(m.Tick(now + 5))), now + 6
-    assert run(exited(now, child, 1)) == [m.Exit(70)]
+def test_backoff_resets_after_a_worker_stayed_up_long_enough() -> None:
+    run = Run()
+    (worker,) = run.serving()
+    now = 1.0
+    for _ in range(3):
+        run(exited(now, worker, 1))
+        now = run.s.budget.backoff_until or now
+        run(m.Tick(now))
+        (worker,) = [w.id for w in run.s.workers]
+        run(m.WorkerReady(now, worker))
+        now += 0.5
+    assert run.s.budget.attempt == 3
+    run(exited(now + 11.0, worker, 1))
+    assert run.s.budget.attempt == 1, "the delay restarted from nothing"
+
+
+def test_crash_loop_of_the_whole_pool_past_the_budget_exits_70() -> None:
+    run = Run(cfg(restart=replace(NO_STEPS.restart, max_restarts=2)), size=2)
+    first, second = run.serving()
+    run(exited(1.0, first, 1))
+    run(exited(1.1, second, 1))
+    actions = run(exited(1.2, run.s.workers[0].id, 1))
+    assert m.StopProc(run.s.retiring[0].id) in actions
     assert "giving up with exit 70" in run.logs()
+    for r in run.s.retiring:
+        actions = run(killed(2.0, r.id))
+    assert actions == [m.Exit(70)]
 
 
 def test_restarts_outside_the_window_do_not_count() -> None:
     run = Run(cfg(restart=replace(NO_STEPS.restart, max_restarts=1, window=10.0)))
-    child = run.serving()
-    run(exited(1.0, child, 1))
-    assert run(exited(30.0, released(run(m.Tick(2.0))), 1)) == []
+    (worker,) = run.serving()
+    (second,) = started_workers(run(exited(1.0, worker, 1)))
+    run(m.WorkerReady(1.1, second))
+    assert started_workers(run(exited(30.0, second, 1))) == [second + 1]
 
 
 def test_exit_before_ready_counts_as_a_crash_and_is_logged_as_such() -> None:
     run = Run()
-    run(exited(0.5, released(run.up(0.0)), 3))
-    assert "exited before it was ready (exit code 3)" in run.logs()
-    assert len(run.s.restarts) == 1
+    run(m.Tick(0.0)), run.template_ready(0.1)
+    (worker,) = started_workers(run.up(0.2))
+    run(exited(0.5, worker, 3))
+    assert "worker 2 exited before it was ready (exit code 3)" in run.logs()
+    assert len(run.s.budget.restarts) == 1
 
 
-def test_child_not_ready_in_time_is_killed_and_restarted() -> None:
+def test_worker_not_ready_in_time_is_killed_and_replaced() -> None:
     run = Run()
-    child = released(run.up(0.0))
-    assert run(m.Tick(30.0)) == [m.KillProc(child)]
+    run(m.Tick(0.0)), run.template_ready(0.1)
+    (worker,) = started_workers(run.up(0.2))
+    assert run(m.Tick(30.2)) == [m.KillProc(worker), m.StartWorker(worker + 1, TEMPLATE)]
     assert "not ready after 30s" in run.logs()
 
+
+def test_liveness_failures_kill_the_worker_and_replace_it() -> None:
+    run = Run()
+    (worker,) = run.serving()
+    assert run(m.LivenessChecked(5.0, worker, False, "no answer")) == []
+    assert run(m.LivenessChecked(6.0, worker, False, "no answer")) == []
+    assert run(m.LivenessChecked(7.0, worker, False, "no answer")) == [m.KillProc(worker),
+                                                                       m.StartWorker(worker + 1, TEMPLATE)]
+
+
+def test_one_good_liveness_check_resets_the_count() -> None:
+    run = Run()
+    (worker,) = run.serving()
+    run(m.LivenessChecked(5.0, worker, False, "x")), run(m.LivenessChecked(6.0, worker, False, "x"))
+    run(m.LivenessChecked(7.0, worker, True))
+    assert run(m.LivenessChecked(8.0, worker, False, "x")) == []
+
+
+# The template that ends -------------------------------------------------------------------
+
+def test_a_dead_template_is_rebuilt_while_the_workers_serve() -> None:
+    run = Run(size=2)
+    workers = run.serving()
+    assert run(killed(5.0, TEMPLATE, signal.SIGKILL)) == [m.StartTemplate(4)]
+    assert ids(run.s) == workers
+    assert run(exited(6.0, workers[0], 1)) == [], "the replacement waits for the new template"
+    assert run.template_ready(6.5, proc=4) == [m.StartWorker(5, 4)]
+
+
+# The DB that goes away ----------------------------------------------------------------------
 
 def test_single_failed_probe_is_not_a_db_loss() -> None:
     run = Run()
@@ -241,114 +306,147 @@ def test_single_failed_probe_is_not_a_db_loss() -> None:
     assert m.phase(run.s, 5.0) is m.Phase.RUNNING
 
 
-def test_db_loss_stops_the_child_gracefully_under_restart_policy() -> None:
-    run = Run()
-    child = run.serving()
+def test_db_loss_under_restart_stops_every_worker_and_its_return_starts_a_full_set() -> None:
+    run = Run(cfg(on_db_loss=Policy.RESTART), size=2)
+    first, second = run.serving()
     run.down(5.0)
-    assert run.down(6.0) == [m.StopProc(child), m.StartChild(child + 1)], "drain, and park the next child"
-    assert m.phase(run.s, 6.0) is m.Phase.WAITING_DB
-    assert m.accepting(run.s)
+    assert run.down(6.0) == [m.StopProc(first), m.StopProc(second)]
+    assert m.phase(run.s, 6.0) is m.Phase.WAITING_DB and m.accepting(run.s)
     assert "database lost after 2 failed probes" in run.logs()
+    run(killed(6.5, first)), run(killed(6.6, second))
+    assert run(exited(7.0, 1, 1)) == [m.StartTemplate(4)], "a template crash is rebuilt; no worker while DB is down"
+    run.template_ready(7.5, proc=4)
+    assert run.up(9.0) == [m.StartWorker(5, 4), m.StartWorker(6, 4)]
 
 
-def test_db_return_starts_a_fresh_child_after_restart_policy_stopped_it() -> None:
-    run = Run()
-    child = run.serving()
+def test_db_loss_under_swap_keeps_the_workers_and_its_return_swaps_in_a_full_set() -> None:
+    run = Run(cfg(on_db_loss=Policy.SWAP), size=2)
+    old = run.serving()
+    run.down(5.0)
+    assert run.down(6.0) == []
+    assert m.phase(run.s, 6.0) is m.Phase.RUNNING, "the old workers serve what needs no DB"
+    new = started_workers(run.up(9.0))
+    assert len(new) == 2
+    assert run(m.WorkerReady(9.1, new[0])) == [], "the old set stays until the whole new set serves"
+    assert run(m.WorkerReady(9.2, new[1])) == [m.StopProc(old[0]), m.StopProc(old[1])]
+    assert ids(run.s) == new
+
+
+def test_swap_new_worker_dying_before_ready_leaves_the_old_ones_serving() -> None:
+    run = Run(cfg(on_db_loss=Policy.SWAP))
+    (old,) = run.serving()
     run.down(5.0), run.down(6.0)
-    run(m.ProcExited(6.5, child, m.ExitStatus(signal=15)))
-    assert run.up(9.0) == [m.Go(child + 1)], "the parked child serves at once"
+    (new,) = started_workers(run.up(9.0))
+    assert started_workers(run(exited(9.5, new, 3))) == [new + 1], "the swap is tried again"
+    assert ids(run.s) == [old]
 
 
-def test_db_loss_under_keep_policy_leaves_the_child_alone() -> None:
+def test_under_swap_a_worker_lost_while_the_db_is_down_is_replaced() -> None:
+    run = Run(cfg(on_db_loss=Policy.SWAP), size=2)
+    first, second = run.serving()
+    run.down(5.0), run.down(6.0)
+    assert started_workers(run(exited(7.0, first, 1))) == [second + 1]
+
+
+def test_db_loss_under_keep_leaves_the_workers_alone() -> None:
     run = Run(cfg(on_db_loss=Policy.KEEP))
     run.serving()
     run.down(5.0)
     assert run.down(6.0) == []
     assert run.up(9.0) == []
-    assert m.phase(run.s, 9.0) is m.Phase.RUNNING
 
 
-def test_db_loss_under_exit_policy_stops_the_child_then_exits_69() -> None:
+def test_db_loss_under_exit_stops_the_workers_then_exits_69() -> None:
     run = Run(cfg(on_db_loss=Policy.EXIT))
-    child = run.serving()
+    (worker,) = run.serving()
     run.down(5.0)
-    assert run.down(6.0) == [m.StopProc(child)]
-    assert run(m.ProcExited(7.0, child, m.ExitStatus(signal=15))) == [m.Exit(69)]
+    assert run.down(6.0) == [m.StopProc(worker), m.StopProc(TEMPLATE)]
+    run(killed(7.0, worker))
+    assert run(killed(7.1, TEMPLATE)) == [m.Exit(69)]
 
 
-def test_swap_keeps_the_old_child_until_the_new_one_is_ready() -> None:
-    run = Run(cfg(on_db_loss=Policy.SWAP))
+# Reload and resize ---------------------------------------------------------------------------
+
+def test_reload_loads_the_new_code_in_a_new_template_first_then_swaps_the_workers() -> None:
+    run = Run(size=2)
     old = run.serving()
-    run.down(5.0)
-    assert run.down(6.0) == [m.StartChild(old + 1)], "the replacement is parked during the outage"
-    assert m.phase(run.s, 6.0) is m.Phase.RUNNING, "the old child keeps serving what it can"
-    assert run.up(9.0) == [m.Go(old + 1)]
-    assert not m.accepting(run.s)
-    assert run(m.ChildReady(9.5, old + 1)) == [m.StopProc(old)]
-    assert run.s.serving is not None and run.s.serving.id == old + 1
+    assert run(m.ReloadRequested(3.0)) == [m.StartTemplate(4)]
+    new = started_workers(run.template_ready(4.0, proc=4))
+    assert run.actions[-3:-2] == [m.StopProc(TEMPLATE)] or m.StopProc(TEMPLATE) in run.actions
+    assert new == [5, 6]
+    run(m.WorkerReady(4.1, 5))
+    assert run(m.WorkerReady(4.2, 6)) == [m.StopProc(old[0]), m.StopProc(old[1])]
 
 
-def test_swap_new_child_dying_before_ready_leaves_the_old_one_serving() -> None:
-    run = Run(cfg(on_db_loss=Policy.SWAP))
-    old = run.serving()
-    run.down(5.0), run.down(6.0), run.up(9.0)
-    assert run(exited(9.5, old + 1, 3)) == []
-    assert run.s.serving is not None and run.s.serving.id == old
-    wake = m.next_wake(run.cfg, run.s)
-    assert wake is not None
-    assert run(m.Tick(wake)) == [m.StartChild(old + 2), m.Go(old + 2)], "the swap is tried again"
-
-
-def test_reload_starts_a_new_child_beside_the_old_one() -> None:
+def test_a_reload_whose_code_does_not_load_leaves_the_workers_serving() -> None:
     run = Run()
-    old = run.serving()
-    assert run(m.ReloadRequested(3.0)) == [m.StartChild(old + 1), m.Go(old + 1)]
-    assert run(m.ChildReady(3.5, old + 1)) == [m.StopProc(old)]
+    (worker,) = run.serving()
+    run(m.ReloadRequested(3.0))
+    assert run(exited(4.0, 3, 1)) == []
+    assert "reload failed" in run.logs()
+    assert ids(run.s) == [worker] and run.s.budget.restarts == ()
+    assert run(m.ReloadRequested(10.0)) == [m.StartTemplate(4)], "the next SIGHUP tries again"
 
 
-def test_reload_without_a_serving_child_does_nothing() -> None:
+def test_reload_while_stopping_is_ignored() -> None:
     run = Run()
-    run.down(0.5)
-    assert run(m.ReloadRequested(1.0)) == []
-    assert "nothing to reload" in run.logs()
+    run.serving()
+    run(m.StopRequested(1.0))
+    assert run(m.ReloadRequested(1.5)) == []
 
 
-def test_stop_while_waiting_for_the_db_retires_the_parked_child_and_exits_0() -> None:
+def test_sigttin_adds_a_worker_and_sigttou_removes_one_but_never_the_last() -> None:
+    run = Run(size=2)
+    first, second = run.serving()
+    (third,) = started_workers(run(m.Resize(5.0, +1)))
+    run(m.WorkerReady(5.1, third))
+    assert run(m.Resize(6.0, -1)) == [m.StopProc(third)], "the newest goes first"
+    assert run(m.Resize(7.0, -1)) == [m.StopProc(second)]
+    assert run(m.Resize(8.0, -1)) == []
+    assert run.s.size == 1 and ids(run.s) == [first]
+
+
+# Stopping ------------------------------------------------------------------------------------
+
+def test_stop_while_waiting_for_the_db_retires_the_template_and_exits_0() -> None:
     run = Run()
     run.down(1.0)
-    assert run(m.StopRequested(2.0)) == [m.StopProc(1)]
-    assert run(m.ProcExited(2.1, 1, m.ExitStatus(signal=15))) == [m.Exit(0)]
+    assert run(m.StopRequested(2.0)) == [m.StopProc(TEMPLATE)]
+    assert run(killed(2.1, TEMPLATE)) == [m.Exit(0)]
 
 
-def test_stop_while_running_drains_the_child_then_exits_0() -> None:
-    run = Run()
-    child = run.serving()
-    assert run(m.StopRequested(5.0)) == [m.StopProc(child)]
+def test_stop_while_running_drains_every_worker_then_exits_0() -> None:
+    run = Run(size=2)
+    first, second = run.serving()
+    assert run(m.StopRequested(5.0)) == [m.StopProc(first), m.StopProc(second), m.StopProc(TEMPLATE)]
     assert m.phase(run.s, 5.0) is m.Phase.STOPPING
-    assert run(m.ProcExited(6.0, child, m.ExitStatus(signal=15))) == [m.Exit(0)]
+    run(killed(6.0, first)), run(killed(6.0, TEMPLATE))
+    assert run(killed(6.1, second)) == [m.Exit(0)]
 
 
-def test_stop_during_backoff_exits_0_without_starting_a_child() -> None:
+def test_stop_during_backoff_starts_nothing_more() -> None:
     run = Run()
-    child = run.serving()
-    run(exited(5.0, child, 1))
-    assert run(m.StopRequested(5.01)) == [m.Exit(0)]
+    (worker,) = run.serving()
+    (second,) = started_workers(run(exited(5.0, worker, 1)))
+    run(exited(5.01, second, 1))
+    assert run(m.StopRequested(5.02)) == [m.StopProc(TEMPLATE)]
+    assert run(killed(5.1, TEMPLATE)) == [m.Exit(0)]
     assert run(m.Tick(10.0)) == []
 
 
-def test_child_still_running_after_the_grace_period_is_killed() -> None:
+def test_a_worker_still_running_after_the_grace_period_is_killed() -> None:
     run = Run()
-    child = run.serving()
+    (worker,) = run.serving()
     run(m.StopRequested(5.0))
     assert m.next_wake(run.cfg, run.s) == pytest.approx(15.0)
-    assert run(m.Tick(15.0)) == [m.KillProc(child)]
+    assert run(m.Tick(15.0)) == [m.KillProc(worker), m.KillProc(TEMPLATE)]
 
 
 def test_second_stop_signal_escalates_to_kill_at_once() -> None:
     run = Run()
-    child = run.serving()
+    (worker,) = run.serving()
     run(m.StopRequested(5.0))
-    assert run(m.StopRequested(7.0)) == [m.KillProc(child)]
+    assert run(m.StopRequested(7.0)) == [m.KillProc(worker), m.KillProc(TEMPLATE)]
 
 
 def test_stop_signal_delivered_twice_at_once_still_drains() -> None:
@@ -362,13 +460,13 @@ def test_startup_deadline_gives_up_with_69() -> None:
     run = Run(cfg(probe=replace(NO_STEPS.probe, startup_timeout=10.0)))
     run.down(1.0)
     assert m.next_wake(run.cfg, run.s) == 10.0
-    assert run(m.Tick(10.0)) == [m.StopProc(1)]
-    assert run(m.ProcExited(10.1, 1, m.ExitStatus(signal=15))) == [m.Exit(69)]
+    assert run(m.Tick(10.0)) == [m.StopProc(TEMPLATE)]
+    assert run(killed(10.1, TEMPLATE)) == [m.Exit(69)]
     assert "did not answer within startup_timeout=10s" in run.logs()
 
 
 def test_after_the_startup_deadline_the_next_wake_is_the_kill_deadline_not_the_past() -> None:
-    """A wake time already past would have the shell tick without end while the child stops."""
+    """A wake time already past would have the shell tick without end while the template stops."""
     run = Run(cfg(probe=replace(NO_STEPS.probe, startup_timeout=10.0)))
     run.down(1.0)
     run(m.Tick(10.0))
@@ -377,26 +475,9 @@ def test_after_the_startup_deadline_the_next_wake_is_the_kill_deadline_not_the_p
 
 def test_no_startup_deadline_means_waiting_forever() -> None:
     run = Run()
-    assert run.down(86400.0) == [m.StartChild(1)]
+    run.down(0.0)
+    assert run.down(86400.0) == []
     assert m.next_wake(run.cfg, run.s) is None
-
-
-def test_liveness_failures_kill_the_child_and_restart_it() -> None:
-    run = Run()
-    child = run.serving()
-    assert run(m.LivenessChecked(5.0, child, False, "no answer")) == []
-    assert run(m.LivenessChecked(6.0, child, False, "no answer")) == []
-    assert run(m.LivenessChecked(7.0, child, False, "no answer")) == [m.KillProc(child)]
-    after = run(m.ProcExited(7.1, child, m.ExitStatus(signal=9))) + run(m.Tick(10.0))
-    assert after == [m.StartChild(child + 1), m.Go(child + 1)]
-
-
-def test_one_good_liveness_check_resets_the_count() -> None:
-    run = Run()
-    child = run.serving()
-    run(m.LivenessChecked(5.0, child, False, "x")), run(m.LivenessChecked(6.0, child, False, "x"))
-    run(m.LivenessChecked(7.0, child, True))
-    assert run(m.LivenessChecked(8.0, child, False, "x")) == []
 
 
 def test_repeated_identical_probe_failures_are_summarised() -> None:

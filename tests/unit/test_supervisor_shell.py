@@ -26,18 +26,18 @@ CONFIG = {"LAUNCHER_PROBE_INTERVAL": "100ms", "LAUNCHER_PROBE_TIMEOUT": "50ms",
 
 @dataclass
 class FakeChild:
-    """A server child as the shell sees it: a go pipe it waits on and a ready pipe it writes."""
+    """A worker as the shell sees it: a ready pipe it writes once it serves."""
 
     pid: int
-    go_r: int
     ready_w: int
     released: threading.Event = field(default_factory=threading.Event)
 
-    def serve_when_released(self) -> None:
-        if os.read(self.go_r, 16):
-            self.released.set()
+    def serve(self) -> None:
+        self.released.set()
+        try:
             os.write(self.ready_w, b"ready\n")
-        os.close(self.go_r)
+        except BrokenPipeError:
+            pass  # the shell already forgot it
         os.close(self.ready_w)
 
 
@@ -47,6 +47,7 @@ class World:
 
     db_up: bool = True
     children: list[FakeChild] = field(default_factory=list)
+    templates: list[int] = field(default_factory=list)
     steps: list[tuple[str, ...]] = field(default_factory=list)
     signals: list[tuple[int, signal.Signals]] = field(default_factory=list)
     exited: list[tuple[int, ExitStatus]] = field(default_factory=list)
@@ -54,16 +55,42 @@ class World:
     pids: Iterator[int] = field(default_factory=lambda: itertools.count(4_000_001))
 
     def effects(self) -> Effects:
-        return Effects(spawn_server=self.spawn_server, spawn_step=self.spawn_step, send_signal=self.send_signal,
-                       reap=self.reap, kill_descendants=lambda: None, probe=self.probe)
+        return Effects(spawn_template=self.spawn_template, fork_worker=self.fork_worker,
+                       spawn_cold_worker=self.spawn_cold_worker, spawn_step=self.spawn_step,
+                       send_signal=self.send_signal, reap=self.reap, kill_descendants=lambda: None,
+                       probe=self.probe)
 
-    def spawn_server(self, cfg: Config, listener: socket.socket, env: Mapping[str, str], name: str) -> Spawned:
+    def spawn_template(self, cfg: Config, listener: socket.socket, env: Mapping[str, str]) -> Spawned:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        ours.setblocking(False)
+        pid = next(self.pids)
+        self.templates.append(pid)
+        theirs.send(b"warm")
+        threading.Thread(target=self.template, args=(theirs,), daemon=True).start()
+        return Spawned(pid, control=ours)
+
+    def template(self, control: socket.socket) -> None:
+        """Answers each fork request with the pid of a new fake worker."""
+        while message := control.recv(256):
+            _, name, pid = message.decode().split()
+            control.send(f"forked {name} {pid}".encode())
+
+    def new_child(self) -> tuple[FakeChild, int]:
         ready_r, ready_w = os.pipe()
-        go_r, go_w = os.pipe()
-        child = FakeChild(next(self.pids), go_r, ready_w)
+        child = FakeChild(next(self.pids), ready_w)
         self.children.append(child)
-        threading.Thread(target=child.serve_when_released, daemon=True).start()
-        return Spawned(child.pid, ready_r, go_w, "")
+        threading.Timer(0.02, child.serve).start()
+        return child, ready_r
+
+    def fork_worker(self, template: Spawned, name: str) -> Spawned:
+        child, ready_r = self.new_child()
+        assert template.control is not None
+        template.control.send(f"fork {name} {child.pid}".encode())  # the fake template answers with it
+        return Spawned(None, ready_r)
+
+    def spawn_cold_worker(self, cfg: Config, listener: socket.socket, env: Mapping[str, str], name: str) -> Spawned:
+        child, ready_r = self.new_child()
+        return Spawned(child.pid, ready_r)
 
     def spawn_step(self, command: Sequence[str], env: Mapping[str, str]) -> Spawned:
         pid = next(self.pids)
@@ -73,7 +100,8 @@ class World:
 
     def send_signal(self, pid: int, sig: signal.Signals) -> None:
         self.signals.append((pid, sig))
-        if sig in (signal.SIGTERM, signal.SIGKILL) and any(c.pid == pid for c in self.children):
+        known = pid in self.templates or any(c.pid == pid for c in self.children)
+        if sig in (signal.SIGTERM, signal.SIGKILL) and known and (pid, sig) not in self.signals[:-1]:
             self.exit(pid, ExitStatus(signal=sig))
 
     def exit(self, pid: int, status: ExitStatus) -> None:
@@ -123,7 +151,7 @@ def until(predicate: Callable[[], object], timeout: float = 5.0) -> None:
         time.sleep(0.01)
 
 
-def test_a_child_that_exits_0_is_replaced_and_stop_exits_0() -> None:
+def test_a_worker_that_exits_0_is_replaced_and_stop_exits_0() -> None:
     world = World()
 
     def script(w: World) -> None:
@@ -133,21 +161,35 @@ def test_a_child_that_exits_0_is_replaced_and_stop_exits_0() -> None:
         w.exit(first.pid, ExitStatus(code=0))
         until(lambda: len(w.children) >= 2 and w.children[1].released.is_set())
 
-    assert run_supervisor(world, script) == 0
+    assert run_supervisor(world, script, {"LAUNCHER_SERVER_WORKERS": "1"}) == 0
     assert world.steps == [("python", "-m", "api.migrate")]
     assert (world.children[1].pid, signal.SIGTERM) in world.signals  # the replacement was stopped at exit
+    assert (world.templates[0], signal.SIGTERM) in world.signals
 
 
-def test_no_child_is_released_while_the_db_is_down() -> None:
+def test_no_worker_starts_while_the_db_is_down() -> None:
     world = World(db_up=False)
 
     def script(w: World) -> None:
-        until(lambda: w.children)
+        until(lambda: w.templates)
         time.sleep(0.5)
-        assert w.steps == []  # no prestart before the DB answers
-        assert not w.children[0].released.is_set()  # parked, not released
+        assert w.steps == [] and w.children == []
 
     assert run_supervisor(world, script) == 0
+
+
+def test_two_workers_serve_and_one_lost_is_replaced_alone() -> None:
+    world = World()
+    before_stop: list[tuple[int, signal.Signals]] = []
+
+    def script(w: World) -> None:
+        until(lambda: len(w.children) == 2 and all(c.released.is_set() for c in w.children))
+        w.exit(w.children[0].pid, ExitStatus(signal=9))
+        until(lambda: len(w.children) == 3 and w.children[2].released.is_set())
+        before_stop.extend(w.signals)
+
+    assert run_supervisor(world, script, {"LAUNCHER_SERVER_WORKERS": "2"}) == 0
+    assert not any(pid == world.children[1].pid for pid, _ in before_stop), "the other worker was left alone"
 
 
 def test_a_crash_loop_ends_with_exit_70() -> None:
@@ -160,5 +202,3 @@ def test_a_crash_loop_ends_with_exit_70() -> None:
 
     code = run_supervisor(world, script, {"LAUNCHER_RESTART_MAX_RESTARTS": "2"})
     assert code == 70
-
-
