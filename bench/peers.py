@@ -128,6 +128,62 @@ class SupervisordPeer(Peer):
         return [sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)]
 
 
+class UvicornWorkersPeer(Peer):
+    """`uvicorn --workers 2` under the Docker `restart: always` stand-in."""
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "bench.docker_restart", *UVICORN, "--workers", "2", "--port", str(self.port),
+                "api.main:app"]
+
+
+@dataclass
+class GunicornPeer(Peer):
+    """gunicorn with two uvicorn_worker.UvicornWorker workers, under the same stand-in."""
+
+    preload: bool = False
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "bench.docker_restart", sys.executable, "-m", "gunicorn", "-w", "2",
+                "-k", "uvicorn_worker.UvicornWorker", "-b", f"127.0.0.1:{self.port}", "--graceful-timeout", "10",
+                *(["--preload"] if self.preload else []), "api.main:app"]
+
+
+def worker_pids(peer: Peer) -> list[int]:
+    """The processes that serve requests, oldest first: a launcher's workers, or the children of
+    the master that docker_restart runs (uvicorn's and gunicorn's workers)."""
+    try:
+        tree = psutil.Process(peer.supervisor_pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+    if isinstance(peer, LauncherPeer):
+        found = [p for p in tree if _name(p) == "worker"]
+    else:
+        masters = psutil.Process(peer.supervisor_pid).children()
+        found = [p for m in masters for p in _children(m) if "resource_tracker" not in " ".join(_cmdline(p))]
+    return [p.pid for p in sorted(found, key=lambda p: p.create_time())]
+
+
+def _name(p: psutil.Process) -> str:
+    try:
+        return p.name()
+    except psutil.Error:
+        return ""
+
+
+def _cmdline(p: psutil.Process) -> list[str]:
+    try:
+        return p.cmdline()
+    except psutil.Error:
+        return []
+
+
+def _children(p: psutil.Process) -> list[psutil.Process]:
+    try:
+        return p.children()
+    except psutil.Error:
+        return []
+
+
 class BarePeer(Peer):
     def command(self) -> list[str]:
         return [*UVICORN, "--port", str(self.port), "api.main:app"]

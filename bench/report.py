@@ -8,12 +8,89 @@ import time
 from importlib.metadata import version
 from pathlib import Path
 
+from dataclasses import dataclass
+from typing import Callable
+
 from bench.figures import Row
 
 COLOURS = {"200": "#2e7d32", "503": "#f9a825", "refused": "#c62828", "reset": "#6a1b9a", "hung": "#424242"}
 
 
 _MET = {True: "yes", False: "**no**", None: ""}
+LAUNCHERS = ("launcher", "launcher (restart)", "launcher (swap)", "launcher (swap, 2 workers)", "launcher (2 workers)")
+GUNICORN, PRELOAD = "gunicorn -w 2 (uvicorn_worker)", "gunicorn -w 2 --preload (uvicorn_worker)"
+Lookup = Callable[[str, str, str], float | None]
+
+
+@dataclass(frozen=True)
+class Target:
+    """A goal for some rows, judged against the rows of the same run."""
+
+    figure: str
+    peers: tuple[str, ...]
+    metric: str  # the start of the row's measure
+    text: str
+    met: Callable[[Row, Lookup], bool]
+
+
+def _below(limit: float) -> Callable[[Row, Lookup], bool]:
+    return lambda row, med: row.median is not None and row.median <= limit
+
+
+def _vs(figure: str, peer: str, metric: str, test: Callable[[float, float], bool]) -> Callable[[Row, Lookup], bool]:
+    def met(row: Row, med: Lookup) -> bool:
+        other = med(figure, peer, metric)
+        return row.median is not None and other is not None and test(row.median, other)
+    return met
+
+
+def _never(row: Row, med: Lookup) -> bool:
+    return bool(row.done) and len(row.done) == len(row.values) and max(row.done) == 0
+
+
+def _memory(row: Row, med: Lookup) -> bool:
+    plain, preload, uvicorn = (med("10 memory", p, "") for p in (GUNICORN, PRELOAD, "uvicorn --workers 2"))
+    v = row.median
+    return None not in (v, plain, preload, uvicorn) and v < plain and v < uvicorn and v <= 1.15 * preload
+
+
+TARGETS = [
+    Target("4 cold start", ("launcher", "launcher (no prestart step)"), "", "<= bare uvicorn + 0.3 s",
+           _vs("4 cold start", "bare uvicorn", "", lambda v, bare: v <= bare + 0.3)),
+    Target("3 child crash", ("launcher",), "kill", "<= 0.15 s (the only worker)", _below(0.15)),
+    Target("3 child crash", ("launcher",), "refused", "0", _never),
+    Target("1 recovery", LAUNCHERS, "MySQL back", "<= 0.3 s and <= supervisord",
+           _vs("1 recovery", "supervisord + uvicorn", "MySQL back", lambda v, s: v <= 0.3 and v <= s)),
+    Target("1 recovery", ("launcher (swap)", "launcher (swap, 2 workers)"), "/api/test", ">= 99 %",
+           lambda row, med: row.median is not None and row.median >= 99),
+    Target("2 detection", LAUNCHERS, "", "<= 2 s", _below(2.0)),
+    Target("1b late boot", LAUNCHERS, "", "<= 0.3 s and <= supervisord",
+           _vs("1b late boot", "supervisord + uvicorn", "", lambda v, s: v <= 0.3 and v <= s)),
+    Target("5 idle cost", ("launcher",), "CPU", "<= 0.5 %", _below(0.5)),
+    Target("5 idle cost", ("launcher",), "RSS", "< supervisord", _vs("5 idle cost", "supervisord", "RSS", float.__lt__)),
+    Target("6 throughput", ("launcher",), "", ">= 0.97 x bare uvicorn",
+           _vs("6 throughput", "bare uvicorn", "", lambda v, bare: v >= 0.97 * bare)),
+    Target("6 throughput", ("launcher (2 workers)",), "", ">= 0.97 x gunicorn -w 2",
+           _vs("6 throughput", GUNICORN, "", lambda v, g: v >= 0.97 * g)),
+    Target("7 clean stop", ("launcher",), "exit code", "0", _never),
+    Target("7 clean stop", ("launcher",), "in-flight", "100 %",
+           lambda row, med: row.median is not None and row.median == 100),
+    Target("9 worker crash", ("launcher (2 workers)",), "kill -9", "0 in every run", _never),
+    Target("10 memory", ("launcher (2 workers)",), "", "< gunicorn -w 2, < uvicorn --workers 2, "
+           "<= 1.15 x gunicorn --preload", _memory),
+]
+
+
+def judge(rows: list[Row]) -> None:
+    """Set each row's target and whether it is met, from TARGETS and the rows of this run."""
+    def med(figure: str, peer: str, metric: str) -> float | None:
+        return next((r.median for r in rows if r.figure == figure and r.peer == peer and r.metric.startswith(metric)),
+                    None)
+
+    for row in rows:
+        for target in TARGETS:
+            if row.figure == target.figure and row.peer in target.peers and row.metric.startswith(target.metric):
+                row.target, row.met = target.text, target.met(row, med)
 
 
 def _cell(row: Row) -> str:
@@ -62,6 +139,7 @@ def machine() -> str:
 
 
 def write(rows: list[Row], timelines: dict[str, dict[str, list[tuple[float, str]]]], out: Path) -> str:
+    judge(rows)
     text = "\n".join([
         "# Benchmark results", "", "Written by `python -m bench` (`./dev bench`); medians of 5 runs unless one.", "",
         f"Machine: {machine()}", "", table(rows), "", "Ratios against the reference measured in the same run:", "",

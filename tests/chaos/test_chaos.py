@@ -22,7 +22,7 @@ import pytest
 from localdb.server import MariaDB
 from tests.chaos.faults import DbFaults, DockerFaults, LocalFaults
 from tests.chaos.load import Load, Outcome
-from tests.support import ROOT, Launcher, alive
+from tests.support import ROOT, Launcher, alive, wait_until
 
 pytestmark = pytest.mark.chaos
 
@@ -143,8 +143,9 @@ def check_aftermath(watch: Watch, load: Load, note_ids: set[int]) -> None:
     assert fd_growth <= 2, f"launcher fds grew by {fd_growth}"
 
 
-def db_scenario(launcher: Start, faults: DbFaults, fault: DbFault, policy: str) -> None:
-    service = launcher(env={**faults.env, **CHAOS_ENV, "LAUNCHER_ON_DB_LOSS": policy})
+def db_scenario(launcher: Start, faults: DbFaults, fault: DbFault, policy: str, workers: int = 1) -> None:
+    service = launcher(env={**faults.env, **CHAOS_ENV, "LAUNCHER_ON_DB_LOSS": policy,
+                            "LAUNCHER_SERVER_WORKERS": str(workers)})
     service.wait_status(200)
     with Load(service.url) as load:
         watch, stop_at = run_scenario(service, load, lambda: fault.inject(faults), lambda: fault.heal(faults),
@@ -154,10 +155,11 @@ def db_scenario(launcher: Start, faults: DbFaults, fault: DbFault, policy: str) 
     print(f"recovery after the fault ended: {', '.join(f'{r:.2f}s' for r in watch.recoveries)}")
 
 
-@pytest.mark.parametrize("policy", ["restart", "swap"])
+@pytest.mark.parametrize(("policy", "workers"), [("restart", 1), ("swap", 1), ("swap", 2)])
 @pytest.mark.parametrize("fault", list(DB_FAULTS))
-def test_mysql_fault_under_load(launcher: Start, local_faults: LocalFaults, fault: str, policy: str) -> None:
-    db_scenario(launcher, local_faults, DB_FAULTS[fault], policy)
+def test_mysql_fault_under_load(launcher: Start, local_faults: LocalFaults, fault: str, policy: str,
+                                workers: int) -> None:
+    db_scenario(launcher, local_faults, DB_FAULTS[fault], policy, workers)
 
 
 # Child faults --------------------------------------------------------------------------
@@ -167,6 +169,11 @@ def _kill_child(service: Launcher, sig: signal.Signals) -> float:
     return time.monotonic()
 
 
+def _kill_template(service: Launcher) -> None:
+    os.kill(service.template_pid(), signal.SIGKILL)
+    service.wait_log("building a new one while the workers keep serving", timeout=10)
+
+
 def _exit_child_0(service: Launcher) -> float:
     import httpx
     httpx.get(service.url + "/__exit/0", timeout=5)
@@ -174,8 +181,9 @@ def _exit_child_0(service: Launcher) -> float:
 
 
 def _reload(service: Launcher) -> None:
+    reloads = service.log().count("retiring the old one")
     service.signal(signal.SIGHUP)
-    service.wait_log("stopped", timeout=20)
+    wait_until(lambda: service.log().count("retiring the old one") > reloads, 20, what="the new set serving")
 
 
 CHILD_FAULTS: dict[str, Callable[[Launcher], float | None]] = {
@@ -183,12 +191,15 @@ CHILD_FAULTS: dict[str, Callable[[Launcher], float | None]] = {
     "frozen": lambda s: _kill_child(s, signal.SIGSTOP),
     "exits_0": _exit_child_0,
     "sighup": lambda s: _reload(s),
+    "template_killed": lambda s: _kill_template(s),
 }
+CUTS_NOTHING = ("sighup", "template_killed")
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 @pytest.mark.parametrize("fault", list(CHILD_FAULTS))
-def test_child_fault_under_load(launcher: Start, local_faults: LocalFaults, fault: str) -> None:
-    service = launcher(env={**local_faults.env, **CHAOS_ENV})
+def test_child_fault_under_load(launcher: Start, local_faults: LocalFaults, fault: str, workers: int) -> None:
+    service = launcher(env={**local_faults.env, **CHAOS_ENV, "LAUNCHER_SERVER_WORKERS": str(workers)})
     service.wait_status(200)
     cut: list[tuple[float, float]] = []
 
@@ -199,7 +210,7 @@ def test_child_fault_under_load(launcher: Start, local_faults: LocalFaults, faul
 
     with Load(service.url) as load:
         watch, stop_at = run_scenario(service, load, inject, lambda: None, 0.5)
-    check(load.snapshot(), stop_at, [] if fault == "sighup" else cut, service.log())
+    check(load.snapshot(), stop_at, [] if fault in CUTS_NOTHING else cut, service.log())
     check_aftermath(watch, load, local_faults.note_ids())
 
 
