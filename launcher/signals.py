@@ -2,7 +2,7 @@
 
 Imported first by `python -m launcher`, before anything heavy: until the event loop's
 handlers are installed (~0.4 s of imports), a SIGTERM would be discarded (PID 1 has no
-default actions) or would kill the launcher and orphan its first child. A blocked signal
+default actions) or would kill the launcher and orphan its template. A blocked signal
 stays pending and is handled once released.
 """
 import signal

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -27,6 +28,19 @@ FAST = {
     "LAUNCHER_SERVER_STOP_GRACE": "5s",
     "LAUNCHER_SERVER_HOST": "127.0.0.1",
 }
+
+
+def flood(port: int, seconds: float, payload: bytes) -> int:
+    """Connections that each send `payload` and go at once, for `seconds`; returns how many."""
+    count, deadline = 0, time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=2) as conn:
+                conn.sendall(payload)
+        except OSError:
+            pass
+        count += 1
+    return count
 
 
 def wait_until(predicate: Callable[[], object], timeout: float, interval: float = 0.1, what: str = "") -> object:

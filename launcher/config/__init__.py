@@ -65,7 +65,7 @@ class Secret:
 
 
 class Policy(StrEnum):
-    """What to do with a serving child when the database is lost."""
+    """What to do with the serving workers when the database is lost."""
 
     RESTART = "restart"
     SWAP = "swap"

@@ -1,4 +1,4 @@
-"""While no child serves, answer on the held socket: 503, a JSON reason, Retry-After.
+"""While no worker serves, answer on the held socket: 503, a JSON reason, Retry-After.
 
 A client then gets a fast, honest answer instead of a refused connection or a hang
 in the backlog. Every connection is bounded in size and time, and the number of
@@ -127,7 +127,7 @@ class _Client:
 
 class Unavailable:
     """Accepts on a dup of the held socket while switched on; switching is synchronous,
-    so the launcher stops accepting in the same loop turn in which it starts a child."""
+    so the launcher stops accepting in the same loop turn in which it starts a worker."""
 
     def __init__(self, loop: Loop, listener: socket.socket, reason: Callable[[], str],
                  warn: Callable[[str], None] = lambda message: None, retry_after: int = 1) -> None:
@@ -193,7 +193,7 @@ class Unavailable:
             try:
                 conn, _ = self._sock.accept()
             except (BlockingIOError, InterruptedError):
-                return  # the queue is empty, or a child took it first
+                return  # the queue is empty, or a worker took it first
             except OSError as err:
                 if err.errno in _OUT_OF_FDS and self._free_a_descriptor(err):
                     continue

@@ -1,4 +1,4 @@
-"""The periodic checks that feed the state machine: DB probes and child liveness.
+"""The periodic checks that feed the state machine: DB probes and worker liveness.
 
 Each runs in a daemon thread of its own: both block (PyMySQL, a socket read), each
 is bounded by its timeout, a slow one never delays the other, and a thread still
@@ -76,7 +76,7 @@ class LivenessWatcher(_Watcher):
 
 
 def check_liveness(address: str, path: str, timeout: float) -> tuple[bool, str]:
-    """GET `path` over the child's private unix socket; ok only for a 200 in time."""
+    """GET `path` over a worker's private unix socket; ok only for a 200 in time."""
     deadline = time.monotonic() + timeout
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:

@@ -79,13 +79,19 @@ def serve(config: uvicorn.Config, fds: list[int], notify_fd: int) -> int:
     return 0 if server.started else STARTUP_FAILURE
 
 
-def parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m launcher.worker.serve")
+def app_arguments(prog: str) -> argparse.ArgumentParser:
+    """What a worker and the template both take: the app and uvicorn's logging."""
+    parser = argparse.ArgumentParser(prog=prog)
     parser.add_argument("app", help="ASGI app as module:attribute")
-    parser.add_argument("--fd", type=int, action="append", required=True, help="listening socket to serve")
-    parser.add_argument("--notify-fd", type=int, required=True, help="pipe to report readiness on")
     parser.add_argument("--log-level", default="info")
     parser.add_argument("--no-access-log", action="store_true")
+    return parser
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = app_arguments("python -m launcher.worker.serve")
+    parser.add_argument("--fd", type=int, action="append", required=True, help="listening socket to serve")
+    parser.add_argument("--notify-fd", type=int, required=True, help="pipe to report readiness on")
     return parser.parse_args(argv)
 
 

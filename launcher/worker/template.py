@@ -31,7 +31,7 @@ import threading
 
 import uvicorn
 
-from launcher.worker.serve import app_config, name_process, serve
+from launcher.worker.serve import app_arguments, app_config, name_process, serve
 
 MAX_MESSAGE = 256
 
@@ -82,12 +82,9 @@ def _become_worker(config: uvicorn.Config, listener: int, private: int, ready: i
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m launcher.worker.template")
-    parser.add_argument("app", help="ASGI app as module:attribute")
+    parser = app_arguments("python -m launcher.worker.template")
     parser.add_argument("--fd", type=int, required=True, help="the public listening socket")
     parser.add_argument("--control-fd", type=int, required=True, help="the control socket to the launcher")
-    parser.add_argument("--log-level", default="info")
-    parser.add_argument("--no-access-log", action="store_true")
     return parser.parse_args(argv)
 
 

@@ -207,3 +207,10 @@ def stopped_cleanly(service: Launcher) -> None:
     wait_until(lambda: not alive(descendants), 5, what="nothing left")
     assert not [p for p in psutil.process_iter(["name"]) if p.info["name"] in ("worker", "template")
                 and p.pid in descendants]
+
+
+def test_pools_too_large_for_max_connections_are_warned_about_once(launcher: Start) -> None:
+    service = launcher(config="server:\n  workers: 2\n", env={"API_DB_POOL_SIZE": "300"})
+    service.wait_status(200)
+    service.wait_log("more than the server's max_connections=500")
+    assert service.log().count("max_connections=") == 1

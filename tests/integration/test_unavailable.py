@@ -11,7 +11,7 @@ import psutil
 import pytest
 
 from localdb.server import MariaDB
-from tests.support import Launcher, wait_until
+from tests.support import Launcher, flood, wait_until
 
 Start = Callable[..., Launcher]
 
@@ -77,15 +77,7 @@ def rss_mb(pid: int) -> float:
 
 
 def flood_from_threads(port: int, seconds: float, payload: bytes, threads: int = 4) -> None:
-    def one() -> None:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=2) as conn:
-                    conn.sendall(payload)
-            except OSError:
-                pass
-    workers = [threading.Thread(target=one) for _ in range(threads)]
+    workers = [threading.Thread(target=flood, args=(port, seconds, payload)) for _ in range(threads)]
     for worker in workers:
         worker.start()
     for worker in workers:

@@ -1,6 +1,7 @@
 """Config: every bad input gets one line naming the key, the value, its source and the fix."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ import yaml
 from dataclasses import fields, is_dataclass
 
 from launcher.config import Config, ConfigError, Policy, load, masked, parse_duration, validate
+from launcher.config.parsers import available_cpus
 from tests.support import ROOT
 
 
@@ -136,3 +138,18 @@ def test_every_knob_has_a_comment() -> None:
     for line in (ROOT / "config.yaml").read_text().splitlines():
         if line.startswith("  ") and ":" in line and not line.lstrip().startswith(("-", "#", "command", "timeout", "steps")):
             assert "#" in line, f"no comment on: {line}"
+
+
+@pytest.mark.parametrize(("value", "expected"), [("2", 2), ("auto", available_cpus()), (" auto ", available_cpus())])
+def test_workers_is_a_count_or_auto(value: str, expected: int) -> None:
+    assert load(None, {"LAUNCHER_SERVER_WORKERS": value}).server.workers == expected
+
+
+def test_auto_workers_are_at_most_the_cpus_this_process_may_use() -> None:
+    assert 1 <= available_cpus() <= len(os.sched_getaffinity(0))
+
+
+@pytest.mark.parametrize("value", ["0", "257", "lots", "-1", "1.5"])
+def test_workers_out_of_range_names_what_is_allowed(value: str) -> None:
+    with pytest.raises(ConfigError, match=r"server.workers = .* expected auto or a whole number from 1 to 256"):
+        load(None, {"LAUNCHER_SERVER_WORKERS": value})

@@ -18,7 +18,7 @@ import pytest
 from launcher.supervisor import unavailable
 from launcher.supervisor.loop import Loop
 from launcher.supervisor.unavailable import Unavailable
-from tests.support import ROOT
+from tests.support import ROOT, flood
 
 
 class Responder:
@@ -105,19 +105,6 @@ def test_other_protocols_are_closed_at_once(responder: Responder, greeting: byte
     started = time.monotonic()
     assert responder.ask(greeting) == b""
     assert time.monotonic() - started < 1.0  # not after the 2 s read timeout
-
-
-def flood(port: int, seconds: float, payload: bytes) -> int:
-    """Connections that each send `payload` (no complete head) and go; returns how many."""
-    count, deadline = 0, time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=2) as conn:
-                conn.sendall(payload)
-        except OSError:
-            pass
-        count += 1
-    return count
 
 
 def test_a_flood_of_half_sent_heads_leaves_no_connection_or_timer_behind(responder: Responder) -> None:
