@@ -199,7 +199,7 @@ class DatabaseConfig:
 @dataclass(frozen=True)
 class ProbeConfig:
     interval: float = _knob(1.0, _LONG)
-    retry_interval: float = _knob(0.25, within(duration, low=0.05, high=3600))  # 1 ms costs half a core
+    retry_interval: float = _knob(0.1, within(duration, low=0.05, high=3600))  # 1 ms costs half a core
     timeout: float = _knob(0.5, _SHORT)
     failures_before_down: int = _knob(2, within(whole, low=1, high=1000))
     startup_timeout: float = _knob(0.0, within(duration, low=0, high=parsers.DURATION_LIMIT))

@@ -313,6 +313,12 @@ def accepting(s: State) -> bool:
     return not s.workers and not s.done
 
 
+def forkable_template(s: State) -> int | None:
+    """The template that can fork now: ready, warm, of the code that should serve."""
+    t = s.template
+    return t.id if t is not None and t.ready and t.code == s.code and not cold(s) else None
+
+
 def serving(s: State) -> tuple[Worker, ...]:
     return tuple(w for w in s.workers if w.serving)
 
@@ -691,9 +697,7 @@ def _start_workers(cfg: Config, s: State, now: float) -> State:
         return s
     if cold(s):
         source = None
-    elif s.template is not None and s.template.ready and s.template.code == s.code:
-        source = s.template.id
-    else:
+    elif (source := forkable_template(s)) is None:
         return s  # the template is still importing the app: forking from it is faster than a cold start
     for _ in range(s.size - len(current)):
         s, proc = _new_id(s)

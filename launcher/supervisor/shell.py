@@ -21,8 +21,8 @@ from launcher.supervisor.logs import Log
 from launcher.supervisor.loop import Loop, Timer
 from launcher.supervisor.machine import ExitStatus
 from launcher.supervisor.reaper import install, reap_all
-from launcher.supervisor.spawn import (Spawned, fork_worker, kill_descendants, signal_group, spawn_cold_worker,
-                                       spawn_step, spawn_template)
+from launcher.supervisor.spawn import (Spawned, fork_step, fork_worker, forkable_step, kill_descendants,
+                                       signal_group, spawn_cold_worker, spawn_step, spawn_template)
 from launcher.supervisor.unavailable import Unavailable
 from launcher.supervisor.watchers import DbWatcher, LivenessWatcher
 
@@ -42,6 +42,7 @@ class Effects:
     fork_worker: Callable[[Spawned, str], Spawned] = fork_worker
     spawn_cold_worker: Callable[[Config, socket.socket, Mapping[str, str], str], Spawned] = spawn_cold_worker
     spawn_step: Callable[[Sequence[str], Mapping[str, str]], Spawned] = spawn_step
+    fork_step: Callable[[Spawned, str, Sequence[str]], Spawned] = fork_step
     send_signal: Callable[[int, signal.Signals], None] = signal_group
     reap: Callable[[], Iterable[tuple[int, ExitStatus]]] = reap_all
     kill_descendants: Callable[[], None] = kill_descendants
@@ -141,6 +142,9 @@ class Supervisor:
             self.exited(proc, pid, status)
 
     def exited(self, proc: int, pid: int, status: ExitStatus) -> None:
+        spawned = self.procs.get(proc)
+        while spawned is not None and spawned.control is not None and self.on_template_message(proc):
+            pass  # a dead template's last words: the pids of workers it forked just before
         self.forget(proc)
         self.effects.send_signal(pid, signal.SIGKILL)  # whatever the leader left in its group
         self.feed(machine.ProcExited(self.now(), proc, status, random.random()))
@@ -155,25 +159,29 @@ class Supervisor:
         while len(self.unclaimed) > UNCLAIMED_LIMIT:
             del self.unclaimed[next(iter(self.unclaimed))]
 
-    def on_template_message(self, proc: int) -> None:
+    def on_template_message(self, proc: int) -> bool:
+        """One message from a template; whether there may be more."""
         spawned = self.procs.get(proc)
         if spawned is None or spawned.control is None:
-            return
+            return False
         try:
             message = spawned.control.recv(MESSAGE_LIMIT)
         except BlockingIOError:
-            return
+            return False
         except OSError:
             message = b""
         if not message:
             self.close_channels(spawned)  # the template is ending; its exit comes through SIGCHLD
-            return
+            return False
         kind, _, rest = message.decode(errors="replace").partition(" ")
-        if kind == "forked":
-            name, _, pid = rest.partition(" ")
+        name, _, pid = rest.partition(" ")
+        if kind == "forked" and name.isdigit() and pid.isdigit():
             self.claim(int(name), int(pid))
         elif kind in ("warm", "cold"):
             self.feed(machine.TemplateReady(self.now(), proc, kind == "warm", rest))
+        else:
+            self.log.warning("template %d said something unexpected: %r", proc, message[:80])
+        return True
 
     def claim(self, proc: int, pid: int) -> None:
         spawned = self.procs.get(proc)
@@ -182,7 +190,7 @@ class Supervisor:
             return
         spawned.pid = pid
         self.pids[pid] = proc
-        self.log.info("started worker %d (pid %d), forked from the template", proc, pid)
+        self.log.info("process %d forked from the template: pid %d", proc, pid)
         if pid in self.unclaimed:
             del self.pids[pid]
             self.exited(proc, pid, self.unclaimed.pop(pid))
@@ -252,15 +260,26 @@ class Supervisor:
         self.loop.add_reader(spawned.ready_fd, partial(self.on_ready, action.proc))
 
     def run_step(self, action: machine.RunStep) -> None:
+        """`python -m ...` steps run forked from a ready template when there is one: they skip
+        the interpreter's start and the app's imports. Any other step is spawned."""
         step = self.cfg.prestart.steps[action.index]
+        template_id = machine.forkable_template(self.state)
+        template = self.procs.get(template_id) if template_id is not None else None
+        module_argv = forkable_step(step.command)
         try:
-            spawned = self.effects.spawn_step(step.command, self.env)
+            if template is not None and module_argv is not None:
+                spawned = self.effects.fork_step(template, str(action.proc), module_argv)
+                spawned.parent = template_id
+                how = "forked from the template"
+            else:
+                spawned = self.effects.spawn_step(step.command, self.env)
+                how = f"pid {spawned.pid}"
         except OSError as err:
             self.log.error("cannot run prestart step %r (%s): %s", step.name, " ".join(step.command), err)
             self.finish(ExitCode.OS_ERROR)
             return
         self.track(action.proc, spawned)
-        self.log.info("running prestart step %r (pid %s): %s", step.name, spawned.pid, " ".join(step.command))
+        self.log.info("running prestart step %r (%s): %s", step.name, how, " ".join(step.command))
 
     def stop_proc(self, action: machine.StopProc) -> None:
         self.signal(action.proc, signal.SIGTERM)

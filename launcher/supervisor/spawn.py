@@ -109,8 +109,22 @@ def fork_worker(template: Spawned, name: str) -> Spawned:
     """Ask the template for a worker; its pid comes back in a `forked` message."""
     assert template.control is not None
     with _worker_channels(name) as (private, ready_r, ready_w, address):
-        socket.send_fds(template.control, [f"fork {name}".encode()], [private.fileno(), ready_w])
+        socket.send_fds(template.control, [f"fork\0{name}".encode()], [private.fileno(), ready_w])
     return Spawned(None, ready_r, private_address=address)
+
+
+def forkable_step(command: Sequence[str]) -> list[str] | None:
+    """`python -m module args...` as [module, args...]: a step the template can run forked."""
+    if len(command) >= 3 and command[0] == "python" and command[1] == "-m":
+        return list(command[2:])
+    return None
+
+
+def fork_step(template: Spawned, name: str, module_argv: Sequence[str]) -> Spawned:
+    """Ask the template to run `python -m module args...` in a fork of itself."""
+    assert template.control is not None
+    template.control.send("\0".join(["run", name, *module_argv]).encode())
+    return Spawned(None)
 
 
 def spawn_cold_worker(cfg: Config, listener: socket.socket, env: Mapping[str, str], name: str) -> Spawned:

@@ -214,3 +214,17 @@ def test_pools_too_large_for_max_connections_are_warned_about_once(launcher: Sta
     service.wait_status(200)
     service.wait_log("more than the server's max_connections=500")
     assert service.log().count("max_connections=") == 1
+
+
+def test_a_migration_runs_forked_from_the_ready_template_on_an_empty_database(launcher: Start,
+                                                                             mariadb: MariaDB) -> None:
+    mariadb.execute("DROP TABLE IF EXISTS app.notes")
+    mariadb.execute("DROP TABLE IF EXISTS app.alembic_version")
+    mariadb.stop()
+    service = launcher()
+    service.wait_log("template 1 ready")
+    mariadb.start()
+    service.wait_status(200)
+    assert "running prestart step 'migrate' (forked from the template)" in service.log()
+    assert mariadb.execute("SELECT version_num FROM app.alembic_version") == [("0001",)]
+    assert httpx.post(service.url + "/api/notes", json={"text": "migrated"}, timeout=5).status_code == 201

@@ -56,7 +56,7 @@ class World:
 
     def effects(self) -> Effects:
         return Effects(spawn_template=self.spawn_template, fork_worker=self.fork_worker,
-                       spawn_cold_worker=self.spawn_cold_worker, spawn_step=self.spawn_step,
+                       spawn_cold_worker=self.spawn_cold_worker, spawn_step=self.spawn_step, fork_step=self.fork_step,
                        send_signal=self.send_signal, reap=self.reap, kill_descendants=lambda: None,
                        probe=self.probe)
 
@@ -97,6 +97,9 @@ class World:
         self.steps.append(tuple(command))
         self.exit(pid, ExitStatus(code=0))
         return Spawned(pid)
+
+    def fork_step(self, template: Spawned, name: str, module_argv: Sequence[str]) -> Spawned:
+        return self.spawn_step(("python", "-m", *module_argv), {})
 
     def send_signal(self, pid: int, sig: signal.Signals) -> None:
         self.signals.append((pid, sig))
