@@ -296,7 +296,7 @@ def cold(s: State) -> bool:
     return s.cold_code == s.code
 
 
-def phase(s: State, now: float) -> Phase:
+def phase(s: State) -> Phase:
     if s.stopping is not None:
         return Phase.STOPPING
     if any(w.serving for w in s.workers):

@@ -92,7 +92,7 @@ class Supervisor:
             self.loop.close()
 
     def reason(self) -> str:
-        return machine.UNAVAILABLE_REASON.get(machine.phase(self.state, self.loop.time()), "unavailable")
+        return machine.UNAVAILABLE_REASON.get(machine.phase(self.state), "unavailable")
 
     # Events in --------------------------------------------------------------------
 
