@@ -26,12 +26,12 @@ _DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
 
 @dataclass
 class Spawned:
-    pid: int | None  # None until the template says which pid a forked worker got
+    pid: int | None  # None until the template says which pid a forked worker or step got
     ready_fd: int | None = None  # read end of a worker's readiness pipe
     control: socket.socket | None = None  # a template's control channel
     private_address: str = ""  # a worker's abstract unix socket for liveness checks
-    pending_signal: signal.Signals | None = None  # for a forked worker whose pid is not known yet
-    parent: int | None = None  # the machine's id of the template that forks this worker
+    pending_signal: signal.Signals | None = None  # for a forked process whose pid is not known yet
+    parent: int | None = None  # the machine's id of the template that forked it
 
 
 def child_environment(cfg: Config, environ: Mapping[str, str]) -> dict[str, str]:
