@@ -54,6 +54,11 @@ ESCALATE_AFTER = 1.0
 # A run of identical probe failures is logged once, then summarised this often (seconds).
 SUMMARY_EVERY = 30.0
 
+# Under swap, the fresh set starts once the DB has answered this many probes in a row: the
+# serving workers recover by themselves meanwhile, a flapping DB does not churn the pool, and
+# the forks do not compete for the CPU with the first requests after the DB's return.
+REFRESH_AFTER_ANSWERS = 2
+
 
 @dataclass(frozen=True)
 class ExitStatus:
@@ -203,6 +208,7 @@ class Db:
 
     up: bool = False
     ever_up: bool = False
+    answers: int = 0  # successful probes in a row
     failures: int = 0
     reason: str = ""
     repeats: int = 0
@@ -419,12 +425,13 @@ def _on_db_probed(cfg: Config, s: State, e: DbProbed) -> State:
         if not db.up:
             after = f" after {db.failures} failed probes" if db.failures else ""
             s = _say(s, "info", f"database is up{after}")
-            if s.refresh_on_db_return:
-                s = _say(replace(s, generation=s.generation + 1, refresh_on_db_return=False), "info",
-                         "starting a fresh set of workers beside the current one")
-        return replace(s, db=Db(up=True, ever_up=True))
+        s = replace(s, db=Db(up=True, ever_up=True, answers=db.answers + 1))
+        if s.refresh_on_db_return and s.db.answers >= REFRESH_AFTER_ANSWERS:
+            s = _say(replace(s, generation=s.generation + 1, refresh_on_db_return=False), "info",
+                     "the database answers again: starting a fresh set of workers beside the current one")
+        return s
     repeats = db.repeats + 1 if e.reason == db.reason else 1
-    db = replace(db, failures=db.failures + 1, reason=e.reason, repeats=repeats)
+    db = replace(db, answers=0, failures=db.failures + 1, reason=e.reason, repeats=repeats)
     if repeats == 1:
         s = _say(s, "warning", f"database probe failed: {e.reason}: {e.detail}")
         db = replace(db, logged_at=e.now)

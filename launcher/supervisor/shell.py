@@ -65,16 +65,17 @@ class Supervisor:
         self.code: int | None = None  # set once the machine says Exit
         self.budget_checked = False
         self.loop = Loop()
+        self.db_watcher = DbWatcher(cfg, lambda r: self.loop.call_soon_threadsafe(partial(self.on_probe, r)),
+                                    effects.probe)
         self.state = machine.initial(self.loop.time(), cfg.server.workers, template_spawned=first is not None)
-        self.unavailable = Unavailable(self.loop, listener, self.reason, log.warning)
+        self.unavailable = Unavailable(self.loop, listener, self.reason, log.warning,
+                                       answered_one=lambda: self.db_watcher.hurry())
 
     def run(self) -> int:
         install(self.loop.add_signal_handler, self.on_stop_signal, self.on_reload_signal,
                 self.on_forward_signal, self.on_resize_signal, self.on_sigchld)
         signals.release()
-        watchers = (DbWatcher(self.cfg, lambda r: self.loop.call_soon_threadsafe(partial(self.on_probe, r)),
-                              self.effects.probe),
-                    LivenessWatcher(self.cfg, self.liveness_targets, self.on_liveness))
+        watchers = (self.db_watcher, LivenessWatcher(self.cfg, self.liveness_targets, self.on_liveness))
         for watcher in watchers:
             watcher.start()
         if self.first is not None:

@@ -115,6 +115,7 @@ class _Client:
             return
         self.head = None
         self.owner.answered(self)
+        self.owner.answered_one()
         self.timer.cancel()
         self.timer = self.owner.loop.call_later(LINGER_TIMEOUT, self.close)
 
@@ -130,9 +131,11 @@ class Unavailable:
     so the launcher stops accepting in the same loop turn in which it starts a worker."""
 
     def __init__(self, loop: Loop, listener: socket.socket, reason: Callable[[], str],
-                 warn: Callable[[str], None] = lambda message: None, retry_after: int = 1) -> None:
+                 warn: Callable[[str], None] = lambda message: None, retry_after: int = 1,
+                 answered_one: Callable[[], None] = lambda: None) -> None:
         self.loop = loop
         self.reason = reason
+        self.answered_one = answered_one  # told of each 503: the shell hurries the DB probe
         self.retry_after = retry_after
         self.cap = connection_cap()
         # Insertion-ordered: the first is the oldest, the first to make room.

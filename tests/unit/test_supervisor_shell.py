@@ -17,6 +17,7 @@ from launcher.supervisor.dbprobe import ProbeResult
 from launcher.supervisor.logs import Log
 from launcher.supervisor.machine import ExitStatus
 from launcher.supervisor.shell import Effects, Supervisor
+from launcher.supervisor.watchers import DbWatcher
 
 CONFIG = {"LAUNCHER_PROBE_INTERVAL": "100ms", "LAUNCHER_PROBE_TIMEOUT": "50ms",
           "LAUNCHER_PROBE_RETRY_INTERVAL": "50ms", "LAUNCHER_LIVENESS_INTERVAL": "1h",
@@ -205,3 +206,33 @@ def test_a_crash_loop_ends_with_exit_70() -> None:
 
     code = run_supervisor(world, script, {"LAUNCHER_RESTART_MAX_RESTARTS": "2"})
     assert code == 70
+
+
+def probes_in(seconds: float, ok: bool, hurry: bool) -> int:
+    """How many probes a DbWatcher makes in `seconds` with a 1 s retry interval."""
+    calls: list[float] = []
+
+    def check(db: DatabaseConfig, timeout: float) -> ProbeResult:
+        calls.append(time.monotonic())
+        return ProbeResult(ok=ok, reason="" if ok else "refused")
+
+    cfg = load(None, {"LAUNCHER_PROBE_RETRY_INTERVAL": "1s", "LAUNCHER_PROBE_INTERVAL": "2s"})
+    watcher = DbWatcher(cfg, lambda result: None, check)
+    watcher.start()
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if hurry:
+            watcher.hurry()
+        time.sleep(0.005)
+    watcher.stop()
+    watcher.join(5)
+    return len(calls)
+
+
+def test_waiting_clients_hurry_the_probe_of_a_db_that_does_not_answer() -> None:
+    assert probes_in(0.5, ok=False, hurry=False) == 1
+    assert 8 <= probes_in(0.5, ok=False, hurry=True) <= 21  # every 25 ms at most
+
+
+def test_a_db_that_answers_is_not_probed_faster_however_many_clients_come() -> None:
+    assert probes_in(0.5, ok=True, hurry=True) == 1
