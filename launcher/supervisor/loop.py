@@ -15,7 +15,7 @@ import time
 from collections import deque
 from typing import Callable, Iterable
 
-Callback = Callable[[], None]
+Callback = Callable[[], object]  # what a callback returns is ignored
 
 
 # The heap is rebuilt without cancelled timers once they are this many and over half of it
