@@ -203,9 +203,7 @@ class Supervisor:
         if spawned is None or spawned.ready_fd is None:
             return
         data = os.read(spawned.ready_fd, 64)
-        self.loop.remove_reader(spawned.ready_fd)
-        os.close(spawned.ready_fd)
-        spawned.ready_fd = None
+        self.close_ready(spawned)
         if data:
             self.feed(machine.WorkerReady(self.now(), proc))
 
@@ -316,11 +314,14 @@ class Supervisor:
         if spawned is not None:
             self.close_channels(spawned)
 
-    def close_channels(self, spawned: Spawned) -> None:
+    def close_ready(self, spawned: Spawned) -> None:
         if spawned.ready_fd is not None:
             self.loop.remove_reader(spawned.ready_fd)
             os.close(spawned.ready_fd)
             spawned.ready_fd = None
+
+    def close_channels(self, spawned: Spawned) -> None:
+        self.close_ready(spawned)
         if spawned.control is not None:
             self.loop.remove_reader(spawned.control)
             spawned.control.close()
