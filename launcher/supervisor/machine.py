@@ -197,7 +197,15 @@ class Log:
     message: str
 
 
-Action = StartTemplate | StartWorker | RunStep | StopProc | KillProc | Exit | Log
+@dataclass(frozen=True)
+class Warm:
+    """Ask each worker for the app's health route, so that its DB pool reconnects before a
+    client's request has to: the workers kept serving while the DB was away."""
+
+    procs: tuple[int, ...]
+
+
+Action = StartTemplate | StartWorker | RunStep | StopProc | KillProc | Exit | Log | Warm
 
 
 # State -------------------------------------------------------------------------------
@@ -425,6 +433,8 @@ def _on_db_probed(cfg: Config, s: State, e: DbProbed) -> State:
         if not db.up:
             after = f" after {db.failures} failed probes" if db.failures else ""
             s = _say(s, "info", f"database is up{after}")
+            if serving(s):
+                s = _emit(s, Warm(tuple(w.id for w in serving(s))))
         s = replace(s, db=Db(up=True, ever_up=True, answers=db.answers + 1))
         if s.refresh_on_db_return and s.db.answers >= REFRESH_AFTER_ANSWERS:
             s = _say(replace(s, generation=s.generation + 1, refresh_on_db_return=False), "info",

@@ -24,7 +24,7 @@ from launcher.supervisor.reaper import install, reap_all
 from launcher.supervisor.spawn import (Spawned, fork_step, fork_worker, forkable_step, kill_descendants,
                                        signal_group, spawn_cold_worker, spawn_step, spawn_template)
 from launcher.supervisor.unavailable import Unavailable
-from launcher.supervisor.watchers import DbWatcher, LivenessWatcher
+from launcher.supervisor.watchers import DbWatcher, LivenessWatcher, warm
 
 # At exit, how long the launcher keeps answering 503 to connections already queued.
 EXIT_DRAIN = 1.0
@@ -47,6 +47,7 @@ class Effects:
     reap: Callable[[], Iterable[tuple[int, ExitStatus]]] = reap_all
     kill_descendants: Callable[[], None] = kill_descendants
     probe: Callable[[DatabaseConfig, float], ProbeResult] = probe
+    warm: Callable[[str, str, float], None] = warm
 
 
 class Supervisor:
@@ -292,6 +293,12 @@ class Supervisor:
     def write_log(self, action: machine.Log) -> None:
         self.log.log(action.level, action.message)
 
+    def warm(self, action: machine.Warm) -> None:
+        for proc in action.procs:
+            spawned = self.procs.get(proc)
+            if spawned is not None and spawned.private_address:
+                self.effects.warm(spawned.private_address, self.cfg.server.health_path, self.cfg.liveness.timeout)
+
     ACTIONS: dict[type, Callable[["Supervisor", machine.Action], None]] = {
         machine.StartTemplate: start_template,
         machine.StartWorker: start_worker,
@@ -300,6 +307,7 @@ class Supervisor:
         machine.KillProc: kill_proc,
         machine.Exit: exit_with,
         machine.Log: write_log,
+        machine.Warm: warm,
     }
 
     # Bookkeeping -------------------------------------------------------------------

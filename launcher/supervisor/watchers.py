@@ -15,11 +15,14 @@ from typing import Callable
 
 from launcher.config import Config, DatabaseConfig
 from launcher.supervisor.dbprobe import ProbeResult, probe
+from launcher.supervisor.knock import Knock, Port, knocker
 
 STATUS_LINE_LIMIT = 1024
 # While the DB does not answer and clients are waiting on the launcher's 503, it is probed
 # this often, not every retry_interval: their wait ends as soon as it answers.
 HURRY_GAP = 0.025
+# While nothing listens on the DB's port, it is knocked on this often (knock.py).
+KNOCK_GAP = 0.02
 
 
 class _Watcher(threading.Thread):
@@ -52,33 +55,44 @@ class DbWatcher(_Watcher):
 
     def run(self) -> None:
         cfg = self._cfg.probe
-        previous_ok = False
+        result = ProbeResult(ok=False)
+        knock: Knock | None = None  # while the port refused the last probe
         while not self._halt.is_set():
             started = time.monotonic()
-            result = self._check(self._cfg.database, cfg.timeout)
+            previous_ok = result.ok
+            if knock is None or knock() is not Port.REFUSED:
+                result = self._check(self._cfg.database, cfg.timeout)
+            # else the port still refuses, and a login would fail the same way: the same result
             if self._halt.is_set():
                 return
             self._deliver(result)
+            knock = None
             # A first failure after a success is confirmed at once, not a whole interval later:
             # detection of a lost DB then takes two probe timeouts, not two intervals. While the
             # DB does not answer, it is tried more often, so its return is noticed at once.
-            confirm = previous_ok and not result.ok
-            previous_ok = result.ok
-            if not confirm:
-                self._pause(started, cfg.interval if result.ok else cfg.retry_interval, result.ok)
+            if previous_ok and not result.ok:
+                continue
+            if result.reason == "refused":
+                knock = knocker(self._cfg.database, KNOCK_GAP)
+            if self._pause(started, cfg.interval if result.ok else cfg.retry_interval, result.ok, knock):
+                knock = None
 
-    def _pause(self, started: float, interval: float, ok: bool) -> None:
+    def _pause(self, started: float, interval: float, ok: bool, knock: Knock | None) -> bool:
         """Until the next probe is due; a hurry brings it forward while the DB does not answer
-        (a DB that answers is not probed faster, however many clients come)."""
+        (a DB that answers is not probed faster, however many clients come). True when a
+        knock found the port open: probe now."""
         due = started + interval
         while not self._halt.is_set():
             left = due - time.monotonic()
             if left <= 0:
-                return
-            if self._wake.wait(left):
+                return False
+            if self._wake.wait(min(left, KNOCK_GAP) if knock else left):
                 self._wake.clear()
                 if not ok:
                     due = min(due, started + HURRY_GAP)
+            elif knock is not None and knock() is Port.OPEN:
+                return True
+        return False
 
 
 class LivenessWatcher(_Watcher):
@@ -98,6 +112,12 @@ class LivenessWatcher(_Watcher):
                 if self._halt.is_set():
                     return
                 self._deliver(proc, ok, why)
+
+
+def warm(address: str, path: str, timeout: float) -> None:
+    """GET `path` on a worker from a thread of its own, for the DB connect it costs the
+    worker; its answer does not matter (a failure shows in the next probe or request)."""
+    threading.Thread(target=check_liveness, args=(address, path, timeout), name="warm", daemon=True).start()
 
 
 def check_liveness(address: str, path: str, timeout: float) -> tuple[bool, str]:

@@ -177,6 +177,21 @@ def test_db_outage_under_the_default_policy_keeps_no_db_routes_up(launcher: Star
     service.wait_status(200, timeout=30)
 
 
+def test_workers_that_served_through_an_outage_reconnect_before_any_client_asks(launcher: Start,
+                                                                              mariadb: MariaDB) -> None:
+    service = launcher(config="server:\n  workers: 2\n", env={"LAUNCHER_ON_DB_LOSS": "keep"})
+    service.wait_status(200)
+    wait_until(lambda: len(service.workers()) == 2, 10, what="two workers")
+    mariadb.stop()
+    service.wait_log("database lost")
+    mariadb.start()
+    wait_until(lambda: service.log().count("database is up") == 2, 10, what="the launcher seeing the DB back")
+    # No client has asked since: a connection idle for a second or more is a worker's pooled one
+    # (the probe's lasts milliseconds).
+    idle = "SELECT COUNT(*) FROM information_schema.processlist WHERE user = 'app' AND time >= 1"
+    wait_until(lambda: mariadb.execute(idle)[0][0] >= 2, 10, what="both workers' pools connected again")
+
+
 def test_an_app_that_starts_a_thread_at_import_falls_back_to_cold_workers(launcher: Start) -> None:
     service = launcher(config="server:\n  app: tests.threaded_app:app\n  workers: 2\nprestart:\n  steps: []\n")
     service.wait_status(200, "/api/pid")

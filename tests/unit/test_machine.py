@@ -326,7 +326,8 @@ def test_db_loss_under_swap_keeps_the_workers_and_its_return_swaps_in_a_full_set
     run.down(5.0)
     assert run.down(6.0) == []
     assert m.phase(run.s) is m.Phase.RUNNING, "the old workers serve what needs no DB"
-    assert run.up(9.0) == [], "one answer could be a flap: the old workers recover by themselves meanwhile"
+    assert run.up(9.0) == [m.Warm(tuple(old))], \
+        "one answer could be a flap: the old workers reconnect meanwhile, before a client pays for it"
     new = started_workers(run.up(10.0))
     assert len(new) == 2
     assert run(m.WorkerReady(9.1, new[0])) == [], "the old set stays until the whole new set serves"
@@ -359,12 +360,13 @@ def test_under_swap_a_worker_lost_while_the_db_is_down_is_replaced() -> None:
     assert started_workers(run(exited(7.0, first, 1))) == [second + 1]
 
 
-def test_db_loss_under_keep_leaves_the_workers_alone() -> None:
-    run = Run(cfg(on_db_loss=Policy.KEEP))
-    run.serving()
+def test_db_loss_under_keep_leaves_the_workers_alone_and_its_return_warms_them() -> None:
+    run = Run(cfg(on_db_loss=Policy.KEEP), size=2)
+    workers = run.serving()
     run.down(5.0)
     assert run.down(6.0) == []
-    assert run.up(9.0) == []
+    assert run.up(9.0) == [m.Warm(tuple(workers))]
+    assert run.up(10.0) == [], "a return warms them, not every answer"
 
 
 def test_db_loss_under_exit_stops_the_workers_then_exits_69() -> None:

@@ -18,6 +18,7 @@ from launcher.supervisor.logs import Log
 from launcher.supervisor.machine import ExitStatus
 from launcher.supervisor.shell import Effects, Supervisor
 from launcher.supervisor.watchers import DbWatcher
+from localdb.server import free_port
 
 CONFIG = {"LAUNCHER_PROBE_INTERVAL": "100ms", "LAUNCHER_PROBE_TIMEOUT": "50ms",
           "LAUNCHER_PROBE_RETRY_INTERVAL": "50ms", "LAUNCHER_LIVENESS_INTERVAL": "1h",
@@ -51,6 +52,7 @@ class World:
     templates: list[int] = field(default_factory=list)
     steps: list[tuple[str, ...]] = field(default_factory=list)
     signals: list[tuple[int, signal.Signals]] = field(default_factory=list)
+    warmed: list[str] = field(default_factory=list)
     exited: list[tuple[int, ExitStatus]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     pids: Iterator[int] = field(default_factory=lambda: itertools.count(4_000_001))
@@ -59,7 +61,7 @@ class World:
         return Effects(spawn_template=self.spawn_template, fork_worker=self.fork_worker,
                        spawn_cold_worker=self.spawn_cold_worker, spawn_step=self.spawn_step, fork_step=self.fork_step,
                        send_signal=self.send_signal, reap=self.reap, kill_descendants=lambda: None,
-                       probe=self.probe)
+                       probe=self.probe, warm=lambda address, path, timeout: self.warmed.append(address))
 
     def spawn_template(self, cfg: Config, listener: socket.socket, env: Mapping[str, str]) -> Spawned:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -87,7 +89,7 @@ class World:
         child, ready_r = self.new_child()
         assert template.control is not None
         template.control.send(f"fork {name} {child.pid}".encode())  # the fake template answers with it
-        return Spawned(None, ready_r)
+        return Spawned(None, ready_r, private_address=f"worker-{name}")
 
     def spawn_cold_worker(self, cfg: Config, listener: socket.socket, env: Mapping[str, str], name: str) -> Spawned:
         child, ready_r = self.new_child()
@@ -119,7 +121,8 @@ class World:
         return iter(done)
 
     def probe(self, db: DatabaseConfig, timeout: float) -> ProbeResult:
-        return ProbeResult(ok=True) if self.db_up else ProbeResult(ok=False, reason="refused", detail="fake")
+        # not "refused", which the watcher would check by knocking on a real port
+        return ProbeResult(ok=True) if self.db_up else ProbeResult(ok=False, reason="timeout", detail="fake")
 
 
 def run_supervisor(world: World, script: Callable[[World], None], env: dict[str, str] | None = None) -> int:
@@ -196,6 +199,21 @@ def test_two_workers_serve_and_one_lost_is_replaced_alone() -> None:
     assert not any(pid == world.children[1].pid for pid, _ in before_stop), "the other worker was left alone"
 
 
+def test_workers_that_served_through_a_db_outage_are_warmed_when_it_returns() -> None:
+    world = World()
+
+    def script(w: World) -> None:
+        until(lambda: len(w.children) == 2 and all(c.released.is_set() for c in w.children))
+        w.db_up = False
+        time.sleep(0.5)
+        assert w.warmed == []
+        w.db_up = True
+        until(lambda: len(w.warmed) == 2)
+
+    assert run_supervisor(world, script, {"LAUNCHER_SERVER_WORKERS": "2", "LAUNCHER_ON_DB_LOSS": "keep"}) == 0
+    assert sorted(world.warmed) == ["worker-3", "worker-4"], "both workers (1 is the template, 2 the migration)"
+
+
 def test_a_crash_loop_ends_with_exit_70() -> None:
     world = World()
 
@@ -214,7 +232,7 @@ def probes_in(seconds: float, ok: bool, hurry: bool) -> int:
 
     def check(db: DatabaseConfig, timeout: float) -> ProbeResult:
         calls.append(time.monotonic())
-        return ProbeResult(ok=ok, reason="" if ok else "refused")
+        return ProbeResult(ok=ok, reason="" if ok else "timeout")
 
     cfg = load(None, {"LAUNCHER_PROBE_RETRY_INTERVAL": "1s", "LAUNCHER_PROBE_INTERVAL": "2s"})
     watcher = DbWatcher(cfg, lambda result: None, check)
@@ -236,3 +254,28 @@ def test_waiting_clients_hurry_the_probe_of_a_db_that_does_not_answer() -> None:
 
 def test_a_db_that_answers_is_not_probed_faster_however_many_clients_come() -> None:
     assert probes_in(0.5, ok=True, hurry=True) == 1
+
+
+def test_a_port_that_refuses_is_knocked_on_and_probed_the_moment_it_opens() -> None:
+    port = free_port()
+    logins: list[float] = []
+    delivered: list[ProbeResult] = []
+
+    def check(db: DatabaseConfig, timeout: float) -> ProbeResult:
+        logins.append(time.monotonic())
+        return ProbeResult(ok=False, reason="refused")
+
+    cfg = load(None, {"MYSQL_HOST": "127.0.0.1", "MYSQL_PORT": str(port)})
+    watcher = DbWatcher(cfg, delivered.append, check)
+    watcher.start()
+    try:
+        time.sleep(0.5)
+        assert len(logins) == 1, "while the port refuses, no login is tried"
+        assert 3 <= len(delivered) <= 7, "yet the machine hears of a failed probe every retry_interval"
+        with socket.create_server(("127.0.0.1", port)):
+            opened = time.monotonic()
+            until(lambda: len(logins) > 1, 2.0)
+            assert logins[1] - opened < 0.1, "the login follows the knock that finds the port open"
+    finally:
+        watcher.stop()
+        watcher.join(5)
