@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import calendar
 import concurrent.futures
+import contextlib
 import os
 import re
 import shutil
@@ -91,27 +92,36 @@ def _until(predicate: Callable[[], bool], since: float, limit: float) -> float |
 
 
 def recovery_and_detection(b: Bench) -> None:
-    """Figures 1 and 2: MySQL stopped for 3 s, then started; and MySQL frozen for 5 s."""
+    """Figures 1 and 2: MySQL stopped for 3 s, then started; and MySQL frozen for 5 s. A run
+    of its own, not counted, polls /api/health for the picture: a second client of that route
+    would open the peer's DB connection before the one whose first 200 is timed."""
     for peer in outage_peers(b):
-        recover, detect, no_db = [], [], []
+        recover: list[float | None] = []
+        detect: list[float | None] = []
+        no_db: list[float | None] = []
         _ready(peer.start())
         try:
-            for run in range(RUNS):
-                with Timeline(peer.url + "/api/test") as plain, Timeline(peer.url + "/api/health") as health:
+            for run in range(RUNS + 1):
+                picture = run == 0
+                with Timeline(peer.url + "/api/test") as plain, \
+                        (Timeline(peer.url + "/api/health") if picture else contextlib.nullcontext()) as health:
                     down = time.monotonic()
                     b.db.stop()
-                    detect.append(_detection(peer, down))
+                    detected = _detection(peer, down)
                     time.sleep(max(0.0, down + 3.0 - time.monotonic()))
                     b.db.start()
                     back = time.monotonic()
-                    recover.append(first(peer.url + "/api/health", "200", back, 60))
+                    recovered = first(peer.url + "/api/health", "200", back, 60)
                     time.sleep(0.5)
-                no_db.append(100.0 * plain.count("200", down, back) / max(1, len(
-                    [p for p in plain.points if down <= p[0] <= back])))
-                if run == 0:
-                    b.timelines.setdefault("MySQL outage (3 s)", {})[peer.name] = _relative(health.points, down)
+                if picture and health is not None:
+                    b.timelines.setdefault("/api/health, MySQL stopped for 3 s", {})[peer.name] = \
+                        _relative(health.points, down)
+                else:
+                    detect.append(detected)
+                    recover.append(recovered)
+                    no_db.append(_share(plain, "200", down, back))
                 time.sleep(1.0)
-            frozen = []
+            frozen: list[float | None] = []
             for _ in range(RUNS):
                 down = time.monotonic()
                 b.db.pause()
@@ -129,6 +139,12 @@ def recovery_and_detection(b: Bench) -> None:
               Row("1 recovery", peer.name, "/api/test answered 200 during the outage", no_db, "%"),
               Row("2 detection", peer.name, "MySQL stopped -> not healthy", detect),
               Row("2 detection", peer.name, "MySQL frozen -> not healthy", frozen))
+
+
+def _share(seen: Timeline, result: str, start: float, end: float) -> float:
+    """The percentage of polls from `start` to `end` that answered `result`."""
+    during = [r for t, r in seen.points if start <= t <= end]
+    return 100.0 * during.count(result) / max(1, len(during))
 
 
 def _detection(peer: Peer, since: float) -> float | None:
@@ -150,6 +166,45 @@ def _logged_after(log: Path, text: str, wall: float) -> float | None:
             if stamp >= wall:
                 return stamp
     return None
+
+
+def long_outage_peers(b: Bench) -> list[Peer]:
+    """Each with its defaults, the launcher's policy included; `restart` for reference."""
+    return [b.peer(LauncherPeer, "launcher (default policy)"),
+            b.peer(LauncherPeer, "launcher (default policy, 2 workers)", LAUNCHER_SERVER_WORKERS="2"),
+            b.peer(LauncherPeer, "launcher (restart)", LAUNCHER_ON_DB_LOSS="restart"),
+            b.peer(UvicornWorkersPeer, "uvicorn --workers 2"),
+            b.peer(GunicornPeer, "gunicorn -w 2 (uvicorn_worker)"),
+            b.peer(SupervisordPeer, "supervisord + uvicorn")]
+
+
+def long_outage(b: Bench, runs: int = 3, seconds: float = 15.0) -> None:
+    """Figure 1d: MySQL stopped for 15 s: how much of /api/test, which needs no DB, still
+    answered 200, and how soon /api/health did once MySQL was back."""
+    for peer in long_outage_peers(b):
+        served: list[float | None] = []
+        back_after: list[float | None] = []
+        _ready(peer.start())
+        try:
+            for run in range(runs):
+                time.sleep(1.0)
+                with Timeline(peer.url + "/api/test") as plain:
+                    down = time.monotonic()
+                    b.db.stop()
+                    time.sleep(max(0.0, down + seconds - time.monotonic()))
+                    b.db.start()
+                    back = time.monotonic()
+                    back_after.append(first(peer.url + "/api/health", "200", back, 60))
+                served.append(_share(plain, "200", down, back))
+                if run == 0:
+                    b.timelines.setdefault("/api/test, MySQL stopped for 15 s", {})[peer.name] = \
+                        _relative(plain.points, down)
+        finally:
+            if not b.db.running:
+                b.db.start()
+            peer.stop()
+        b.add(Row("1d long outage", peer.name, "/api/test answered 200 during a 15 s outage", served, "%"),
+              Row("1d long outage", peer.name, "MySQL back after 15 s -> first 200 on /api/health", back_after))
 
 
 def late_boot(b: Bench) -> None:
@@ -211,7 +266,7 @@ def child_crash(b: Bench) -> None:
                     back.append(first(peer.url + "/api/health", "200", killed, 15))
                 refused.append(float(seen.count("refused", killed)))
                 if run == 0:
-                    b.timelines.setdefault("server process killed (-9)", {})[name] = _relative(seen.points, killed)
+                    b.timelines.setdefault("/api/health, server process killed (-9)", {})[name] = _relative(seen.points, killed)
             finally:
                 peer.stop()
             if back[-1] is None:
@@ -455,5 +510,5 @@ def _relative(points: list[tuple[float, str]], zero: float) -> list[tuple[float,
     return [(t - zero, r) for t, r in points]
 
 
-FIGURES: list[Callable[[Bench], None]] = [cold_start, child_crash, recovery_and_detection, late_boot, late_boot_empty,
-                                          idle_cost, throughput, clean_stop, flood, worker_crash, pool_memory]
+FIGURES: list[Callable[[Bench], None]] = [cold_start, child_crash, recovery_and_detection, long_outage, late_boot,
+                                          late_boot_empty, idle_cost, throughput, clean_stop, flood, worker_crash, pool_memory]
