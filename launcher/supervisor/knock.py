@@ -16,6 +16,11 @@ from typing import Any, Callable, Sequence
 from launcher.config import DatabaseConfig
 
 
+# A name with more addresses than this is not knocked on (a knock must stay cheap, and a
+# knock on some of them could not stand for the login, which tries them all): it is probed.
+MAX_ADDRESSES = 4
+
+
 class Port(Enum):
     OPEN = "open"
     REFUSED = "refused"
@@ -26,10 +31,13 @@ Knock = Callable[[], Port]
 
 
 def knocker(db: DatabaseConfig, timeout: float) -> Knock | None:
-    """Resolved once, as PyMySQL resolves once per login; None when the name does not resolve."""
+    """Resolved once, as PyMySQL resolves once per login; None when the name does not resolve
+    or has too many addresses."""
     try:
         found = socket.getaddrinfo(db.host, db.port, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError):
+        return None
+    if len(found) > MAX_ADDRESSES:
         return None
     addresses = [(family, address) for family, _, _, _, address in found]
     return lambda: _knock_all(addresses, timeout)

@@ -31,6 +31,8 @@ def check(cfg: Config, before: m.State, s: m.State, actions: list[m.Action]) -> 
                                                 and s.template.ready), f"{action} from no ready template"
         if isinstance(action, (m.StartTemplate, m.RunStep)):
             assert s.stopping is None
+        if isinstance(action, m.Warm):
+            assert s.db.up and set(action.procs) <= {w.id for w in m.serving(s)}, f"{action} of no serving worker"
         if isinstance(action, m.Exit):
             assert s.done and not known, f"exit with processes left: {s}"
     if s.done:
