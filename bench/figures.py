@@ -13,7 +13,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Mapping, Sequence
 
 import psutil
 
@@ -31,7 +31,7 @@ class Row:
     figure: str
     peer: str
     metric: str
-    values: list[float | None]
+    values: Sequence[float | None]
     unit: str = "s"
     target: str = ""
     met: bool | None = None  # whether the target is met, computed (report.judge, or the figure itself)
@@ -56,7 +56,7 @@ class Bench:
     rows: list[Row] = field(default_factory=list)
     timelines: dict[str, dict[str, list[tuple[float, str]]]] = field(default_factory=dict)
 
-    def peer(self, kind: type[Peer], name: str, options: dict[str, object] | None = None, **extra: str) -> Peer:
+    def peer(self, kind: type[Peer], name: str, options: Mapping[str, Any] | None = None, **extra: str) -> Peer:
         return kind(name=name, port=free_port(), env=self.db.env, workdir=self.workdir, extra_env=extra,
                     **(options or {}))
 
@@ -282,7 +282,7 @@ def cold_start(b: Bench) -> None:
     for kind, name, extra in kinds:
         values = []
         for _ in range(RUNS):
-            peer = b.peer(kind, name, **extra)
+            peer = b.peer(kind, name, None, **extra)
             started = time.monotonic()
             peer.start()
             values.append(first(peer.url + "/api/health", "200", started, 60))
@@ -357,7 +357,7 @@ def clean_stop(b: Bench) -> None:
     for kind, name, extra in [(LauncherPeer, "launcher", app)]:
         took, codes, completed = [], [], []
         for _ in range(RUNS):
-            peer = _ready(b.peer(kind, name, **extra).start())
+            peer = _ready(b.peer(kind, name, None, **extra).start())
             with concurrent.futures.ThreadPoolExecutor(1) as pool:
                 pending = pool.submit(outcome, peer.url + "/bench/slow/2", 10.0)
                 time.sleep(0.5)

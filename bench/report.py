@@ -53,7 +53,9 @@ def _never(row: Row, med: Lookup) -> bool:
 def _memory(row: Row, med: Lookup) -> bool:
     plain, preload, uvicorn = (med("10 memory", p, "") for p in (GUNICORN, PRELOAD, "uvicorn --workers 2"))
     v = row.median
-    return None not in (v, plain, preload, uvicorn) and v < plain and v < uvicorn and v <= 1.15 * preload
+    if v is None or plain is None or preload is None or uvicorn is None:
+        return False
+    return v < plain and v < uvicorn and v <= 1.15 * preload
 
 
 TARGETS = [

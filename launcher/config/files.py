@@ -79,7 +79,7 @@ class _Loader(yaml.SafeLoader):
         finally:
             self._depth -= 1
 
-    def construct_yaml_int(self, node: yaml.Node) -> Any:
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> Any:
         text = self.construct_scalar(node)
         return int(text) if len(text) <= MAX_DIGITS else text
 
@@ -93,7 +93,8 @@ _Loader.add_implicit_resolver(
     list("-+0123456789."))
 _Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
 # An explicitly tagged date is still refused: the config has no dates, and PyYAML raises on 2024-02-30.
-_Loader.add_constructor("tag:yaml.org,2002:timestamp", yaml.SafeLoader.construct_undefined)
+_Loader.add_constructor("tag:yaml.org,2002:timestamp",  # the stub types it for loaders of its own only
+                        _Loader.construct_undefined)  # type: ignore[type-var]
 
 
 def parse_yaml(text: str) -> Any:

@@ -68,7 +68,7 @@ class _Connection(pymysql.connections.Connection):
 
     def _create_ssl_ctx(self, sslp: Any) -> ssl.SSLContext:
         if sslp != {}:
-            return super()._create_ssl_ctx(sslp)
+            return super()._create_ssl_ctx(sslp)  # type: ignore[misc]  # private: not in PyMySQL's stubs
         if _Connection._preferred_tls is None:
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
             ctx.check_hostname = False
@@ -83,7 +83,7 @@ def _rsa_on_first_use(password: bytes, salt: bytes, public_key: bytes) -> bytes:
     return _auth.sha2_rsa_encrypt(password, salt, public_key)
 
 
-if not _auth._have_cryptography:
+if not _auth._have_cryptography:  # type: ignore[attr-defined]  # private: not in PyMySQL's stubs
     _auth.sha2_rsa_encrypt = _rsa_on_first_use
 
 

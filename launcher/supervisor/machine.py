@@ -25,7 +25,7 @@ from __future__ import annotations
 import signal
 from dataclasses import dataclass, field, replace
 from enum import Enum
-from typing import Callable
+from typing import Any, Callable
 
 from launcher.config import Config, Policy
 from launcher.exitcodes import ExitCode
@@ -624,7 +624,8 @@ def _on_resize(cfg: Config, s: State, e: Resize) -> State:
     return _say(replace(s, size=size), "info", f"workers: {s.size} -> {size}")
 
 
-_HANDLERS: dict[type, Callable[[Config, State, Event], State]] = {
+# Each handler takes the event of its key's type, which a dict's type cannot say: Any.
+_HANDLERS: dict[type, Callable[[Config, State, Any], State]] = {
     DbProbed: _on_db_probed,
     ProcExited: _on_proc_exited,
     TemplateReady: _on_template_ready,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+from functools import partial
 from typing import Callable, Iterator
 
 from launcher import signals
@@ -40,11 +41,11 @@ def install(loop_add: Callable[[int, Callable[[], None]], None],
             on_child: Callable[[], None]) -> None:
     """Route each signal to its handler; handlers run in the loop, never in signal context."""
     for sig in signals.STOP:
-        loop_add(sig, lambda s=sig: on_stop(s))
+        loop_add(sig, partial(on_stop, sig))
     for sig in signals.RELOAD:
         loop_add(sig, on_reload)
     for sig in signals.FORWARDED:
-        loop_add(sig, lambda s=sig: on_forward(s))
+        loop_add(sig, partial(on_forward, sig))
     for sig, delta in signals.RESIZE.items():
-        loop_add(sig, lambda d=delta: on_resize(d))
+        loop_add(sig, partial(on_resize, delta))
     loop_add(signal.SIGCHLD, on_child)

@@ -9,7 +9,7 @@ import signal
 import socket
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from launcher import signals
 from launcher.config import Config, DatabaseConfig
@@ -299,7 +299,8 @@ class Supervisor:
             if spawned is not None and spawned.private_address:
                 self.effects.warm(spawned.private_address, self.cfg.server.health_path, self.cfg.liveness.timeout)
 
-    ACTIONS: dict[type, Callable[["Supervisor", machine.Action], None]] = {
+    # Each method takes the action of its key's type, which a dict's type cannot say: Any.
+    ACTIONS: dict[type, Callable[["Supervisor", Any], None]] = {
         machine.StartTemplate: start_template,
         machine.StartWorker: start_worker,
         machine.RunStep: run_step,

@@ -218,7 +218,7 @@ def test_child_fault_under_load(launcher: Start, local_faults: LocalFaults, faul
 
 def _compose_mysql() -> DockerFaults:
     try:
-        import docker
+        import docker  # type: ignore[import-untyped]  # the optional Docker backend
         client = docker.from_env()
         client.ping()
     except Exception as err:  # the SDK raises several types when no engine answers

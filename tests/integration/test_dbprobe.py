@@ -8,7 +8,7 @@ import threading
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 from cryptography import x509
@@ -21,7 +21,7 @@ from launcher.supervisor.dbprobe import probe
 from localdb.server import MariaDB, free_port
 
 
-def target(db: MariaDB, **kw: object) -> DatabaseConfig:
+def target(db: MariaDB, **kw: Any) -> DatabaseConfig:
     base = DatabaseConfig(host="127.0.0.1", port=db.port, user=db.user, password=Secret(db.password),
                           name=db.database)
     return replace(base, **kw)

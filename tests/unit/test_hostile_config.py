@@ -170,7 +170,7 @@ _env_names = st.sampled_from(["MYSQL_HOST", "MYSQL_PORT", "MYSQL_DATABASE", "MYS
                               "LAUNCHER_PROBE_INTERVAL", "LAUNCHER_PROBE_TIMEOUT", "LAUNCHER_SERVER_PORT",
                               "LAUNCHER_ON_DB_LOSS", "LAUNCHER_SERVER_ACCESS_LOG", "LAUNCHER_RESTART_JITTER",
                               "LAUNCHER_PRESTART_STEPS", "LAUNCHER_LOG_FORMAT"])
-_env_values = st.text(alphabet=st.characters(blacklist_characters="\0", blacklist_categories=("Cs",)), max_size=30)
+_env_values = st.text(alphabet=st.characters(blacklist_characters="\0", blacklist_categories=["Cs"]), max_size=30)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import signal
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
@@ -15,7 +16,7 @@ MIGRATE = PrestartStep(name="migrate", command=("true",))
 TEMPLATE = 1  # the first process of every run is the template
 
 
-def cfg(**kw: object) -> Config:
+def cfg(**kw: Any) -> Config:
     return replace(NO_STEPS, **kw)
 
 
@@ -213,7 +214,7 @@ def test_a_quick_second_crash_backs_off_and_the_launcher_answers_meanwhile() -> 
     assert m.phase(run.s) is m.Phase.BACKOFF and m.accepting(run.s)
     wake = m.next_wake(run.cfg, run.s)
     assert wake == pytest.approx(21.1)
-    assert started_workers(run(m.Tick(wake))) == [second + 1]
+    assert wake is not None and started_workers(run(m.Tick(wake))) == [second + 1]
 
 
 def test_backoff_resets_after_a_worker_stayed_up_long_enough() -> None:
