@@ -650,12 +650,12 @@ def _expire(cfg: Config, s: State, now: float) -> State:
     if step and step.deadline is not None and now >= step.deadline:
         s = _say(s, "error", f"prestart step {cfg.prestart.steps[step.index].name!r} timed out; killing it")
         s = _emit(replace(s, prestart=replace(s.prestart, running=replace(step, deadline=None))), KillProc(step.id))
-    for worker in s.workers:
-        if worker.deadline is not None and now >= worker.deadline:
-            s = _say(s, "error", f"worker {worker.id} not ready after {cfg.server.ready_timeout:g}s; killing it")
-            s = _retire(cfg, replace(s, workers=tuple(w for w in s.workers if w.id != worker.id)), worker.id, now,
-                        kill=True)
-            s = _crashed(cfg, s, now, 0.5)
+    for late in [w.id for w in s.workers if w.deadline is not None and now >= w.deadline]:
+        if all(w.id != late for w in s.workers):
+            continue  # already retired: the kill of the one before it ended the budget
+        s = _say(s, "error", f"worker {late} not ready after {cfg.server.ready_timeout:g}s; killing it")
+        s = _retire(cfg, replace(s, workers=tuple(w for w in s.workers if w.id != late)), late, now, kill=True)
+        s = _crashed(cfg, s, now, 0.5)
     if s.budget.backoff_until is not None and now >= s.budget.backoff_until:
         s = replace(s, budget=replace(s.budget, backoff_until=None))
     deadline = cfg.probe.startup_timeout

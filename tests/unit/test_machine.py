@@ -271,6 +271,17 @@ def test_worker_not_ready_in_time_is_killed_and_replaced() -> None:
     assert "not ready after 30s" in run.logs()
 
 
+def test_workers_late_together_past_the_budget_are_each_stopped_once() -> None:
+    run = Run(cfg(restart=replace(NO_STEPS.restart, max_restarts=1)), size=2)
+    run(m.Tick(0.0)), run.template_ready(0.1)
+    first, second = started_workers(run.up(0.2))
+    (third,) = started_workers(run(exited(10.0, first, 1)))  # the one crash the budget allows
+    stops = run(m.Tick(40.5))  # the second and the third are both late: the first kill ends the budget
+    stopped = sorted(a.proc for a in stops if isinstance(a, (m.StopProc, m.KillProc)))
+    assert stopped == sorted([TEMPLATE, second, third]), "each once: the template, and both late workers"
+    assert "giving up with exit 70" in run.logs()
+
+
 def test_liveness_failures_kill_the_worker_and_replace_it() -> None:
     run = Run()
     (worker,) = run.serving()
