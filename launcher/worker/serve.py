@@ -46,7 +46,16 @@ class NotifyingServer(uvicorn.Server):
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         """Stop accepting, then let connections accepted just before the stop have their
         request read: uvicorn closes a connection with no request yet unanswered, and its
-        client, who sent the request already, would see a reset instead of a response."""
+        client, who sent the request already, would see a reset instead of a response.
+
+        A connection asyncio has accepted gets its transport one loop turn later, and a
+        server closed in between drops it unanswered (a stop during a worker's start hit
+        this): so the accepting ends first, and the servers close a turn later."""
+        loop = asyncio.get_running_loop()
+        for server in self.servers:
+            for listener in server.sockets:
+                loop.remove_reader(listener.fileno())
+        await asyncio.sleep(0)
         for server in self.servers:
             server.close()
         await asyncio.sleep(ACCEPTED_GRACE)
