@@ -3,9 +3,10 @@
 Without read/write timeouts a frozen MySQL (SIGSTOP, a black-holed network) makes a
 request hang for as long as the freeze; with them it fails fast and becomes a 503.
 """
+
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import pymysql
 from fastapi import Request
@@ -16,21 +17,27 @@ from sqlalchemy.orm import Session, sessionmaker
 from api.settings import Settings
 
 # MySQL client/server error codes -> what /api/health reports (no message, no secret).
-ERROR_CLASSES = {2003: "unreachable", 2005: "unreachable", 2006: "lost", 2013: "timeout",
-                 1040: "too_many_connections", 1044: "access_denied", 1045: "access_denied",
-                 1049: "unknown_database"}
+ERROR_CLASSES = {
+    2003: "unreachable",
+    2005: "unreachable",
+    2006: "lost",
+    2013: "timeout",
+    1040: "too_many_connections",
+    1044: "access_denied",
+    1045: "access_denied",
+    1049: "unknown_database",
+}
 
 
 def make_engine(settings: Settings) -> Engine:
-    t = settings.timeout
     return create_engine(
         settings.url,
         pool_pre_ping=True,
         pool_size=settings.pool_size,
         max_overflow=settings.max_overflow,
-        pool_timeout=t,
+        pool_timeout=settings.timeout,
         pool_recycle=3600,
-        connect_args={"connect_timeout": t, "read_timeout": t, "write_timeout": t},
+        connect_args=settings.connect_args(),
     )
 
 

@@ -5,14 +5,16 @@ is almost always current. This reads the head revision from the migration files 
 database's version with one query; whenever it cannot be sure (a branch, a merge, a file it
 cannot read), it lets alembic decide.
 """
+
 from __future__ import annotations
 
 import ast
-import os
 import sys
 from pathlib import Path
 
 import pymysql
+
+from api.settings import Settings
 
 VERSIONS = Path(__file__).resolve().parent / "migrations" / "versions"
 
@@ -35,11 +37,23 @@ def head_revision(folder: Path = VERSIONS) -> str | None:
     return heads[0] if len(heads) == 1 and linear else None
 
 
+def connect() -> pymysql.connections.Connection:  # type: ignore[type-arg]
+    """One connection with the service's settings (TLS and socket included), patient enough
+    for a migration: 5 s to connect, 30 s per statement."""
+    settings = Settings.from_env()
+    args = {**settings.connect_args(), "connect_timeout": 5, "read_timeout": 30, "write_timeout": 30}
+    return pymysql.connect(
+        host=settings.host,
+        port=settings.port,
+        user=settings.user,
+        password=settings.password,
+        database=settings.database,
+        **args,
+    )
+
+
 def current_revision() -> str | None:
-    env = os.environ
-    conn = pymysql.connect(host=env.get("MYSQL_HOST", "127.0.0.1"), port=int(env.get("MYSQL_PORT", "3306")),
-                           user=env.get("MYSQL_USER", "app"), password=env.get("MYSQL_PASSWORD", ""),
-                           database=env.get("MYSQL_DATABASE", "app"), connect_timeout=5, read_timeout=30)
+    conn = connect()
     try:
         with conn.cursor() as cursor:
             cursor.execute("SHOW TABLES LIKE 'alembic_version'")

@@ -1,4 +1,5 @@
 """The real API plus /bench/slow/S, a request that takes S seconds (for the clean-stop figure)."""
+
 from __future__ import annotations
 
 import asyncio

@@ -1,5 +1,6 @@
 """A stand-in for Docker's `restart: always`: restart on any exit, 100 ms doubling per
 consecutive restart up to 60 s, reset once the process stayed up 10 s. Signals stop it."""
+
 from __future__ import annotations
 
 import signal

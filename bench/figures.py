@@ -1,9 +1,11 @@
 """Each figure of the benchmark: run the peers through the same fault, return measurements."""
+
 from __future__ import annotations
 
 import calendar
 import concurrent.futures
 import contextlib
+import functools
 import os
 import re
 import shutil
@@ -11,14 +13,23 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import psutil
 
-from bench.peers import (BarePeer, GunicornPeer, LauncherPeer, LegacyPeer, Peer, SupervisordPeer, UvicornWorkersPeer,
-                         worker_pids)
+from bench.peers import (
+    BarePeer,
+    GunicornPeer,
+    LauncherPeer,
+    LegacyPeer,
+    Peer,
+    SupervisordPeer,
+    UvicornWorkersPeer,
+    worker_pids,
+)
 from bench.probe import Timeline, first, first_not, outcome
 from localdb.server import MariaDB, free_port
 
@@ -57,24 +68,25 @@ class Bench:
     timelines: dict[str, dict[str, list[tuple[float, str]]]] = field(default_factory=dict)
 
     def peer(self, kind: type[Peer], name: str, options: Mapping[str, Any] | None = None, **extra: str) -> Peer:
-        return kind(name=name, port=free_port(), env=self.db.env, workdir=self.workdir, extra_env=extra,
-                    **(options or {}))
+        return kind(
+            name=name, port=free_port(), env=self.db.env, workdir=self.workdir, extra_env=extra, **(options or {})
+        )
 
     def add(self, *rows: Row) -> None:
         self.rows.extend(rows)
         for row in rows:
             shown = "never" if row.median is None else f"{row.median:.3f}"
-            print(f"  {row.figure} | {row.peer} | {row.metric}: median {shown} {row.unit} of {row.values}",
-                  flush=True)
+            print(f"  {row.figure} | {row.peer} | {row.metric}: median {shown} {row.unit} of {row.values}", flush=True)
 
 
 def outage_peers(b: Bench) -> list[Peer]:
-    return [b.peer(LauncherPeer, "launcher (restart)", LAUNCHER_ON_DB_LOSS="restart"),
-            b.peer(LauncherPeer, "launcher (swap)", LAUNCHER_ON_DB_LOSS="swap"),
-            b.peer(LauncherPeer, "launcher (swap, 2 workers)", LAUNCHER_ON_DB_LOSS="swap",
-                   LAUNCHER_SERVER_WORKERS="2"),
-            b.peer(LegacyPeer, "original (wait_for_db + restart: always)"),
-            b.peer(SupervisordPeer, "supervisord + uvicorn")]
+    return [
+        b.peer(LauncherPeer, "launcher (restart)", LAUNCHER_ON_DB_LOSS="restart"),
+        b.peer(LauncherPeer, "launcher (swap)", LAUNCHER_ON_DB_LOSS="swap"),
+        b.peer(LauncherPeer, "launcher (swap, 2 workers)", LAUNCHER_ON_DB_LOSS="swap", LAUNCHER_SERVER_WORKERS="2"),
+        b.peer(LegacyPeer, "original (wait_for_db + restart: always)"),
+        b.peer(SupervisordPeer, "supervisord + uvicorn"),
+    ]
 
 
 def _ready(peer: Peer) -> Peer:
@@ -103,8 +115,10 @@ def recovery_and_detection(b: Bench) -> None:
         try:
             for run in range(RUNS + 1):
                 picture = run == 0
-                with Timeline(peer.url + "/api/test") as plain, \
-                        (Timeline(peer.url + "/api/health") if picture else contextlib.nullcontext()) as health:
+                with (
+                    Timeline(peer.url + "/api/test") as plain,
+                    Timeline(peer.url + "/api/health") if picture else contextlib.nullcontext() as health,
+                ):
                     down = time.monotonic()
                     b.db.stop()
                     detected = _detection(peer, down)
@@ -114,8 +128,9 @@ def recovery_and_detection(b: Bench) -> None:
                     recovered = first(peer.url + "/api/health", "200", back, 60)
                     time.sleep(0.5)
                 if picture and health is not None:
-                    b.timelines.setdefault("/api/health, MySQL stopped for 3 s", {})[peer.name] = \
-                        _relative(health.points, down)
+                    b.timelines.setdefault("/api/health, MySQL stopped for 3 s", {})[peer.name] = _relative(
+                        health.points, down
+                    )
                 else:
                     detect.append(detected)
                     recover.append(recovered)
@@ -135,10 +150,12 @@ def recovery_and_detection(b: Bench) -> None:
             if not b.db.running:
                 b.db.start()
             peer.stop()
-        b.add(Row("1 recovery", peer.name, "MySQL back -> first 200 on /api/health", recover),
-              Row("1 recovery", peer.name, "/api/test answered 200 during the outage", no_db, "%"),
-              Row("2 detection", peer.name, "MySQL stopped -> not healthy", detect),
-              Row("2 detection", peer.name, "MySQL frozen -> not healthy", frozen))
+        b.add(
+            Row("1 recovery", peer.name, "MySQL back -> first 200 on /api/health", recover),
+            Row("1 recovery", peer.name, "/api/test answered 200 during the outage", no_db, "%"),
+            Row("2 detection", peer.name, "MySQL stopped -> not healthy", detect),
+            Row("2 detection", peer.name, "MySQL frozen -> not healthy", frozen),
+        )
 
 
 def _share(seen: Timeline, result: str, start: float, end: float) -> float:
@@ -170,12 +187,14 @@ def _logged_after(log: Path, text: str, wall: float) -> float | None:
 
 def long_outage_peers(b: Bench) -> list[Peer]:
     """Each with its defaults, the launcher's policy included; `restart` for reference."""
-    return [b.peer(LauncherPeer, "launcher (default policy)"),
-            b.peer(LauncherPeer, "launcher (default policy, 2 workers)", LAUNCHER_SERVER_WORKERS="2"),
-            b.peer(LauncherPeer, "launcher (restart)", LAUNCHER_ON_DB_LOSS="restart"),
-            b.peer(UvicornWorkersPeer, "uvicorn --workers 2"),
-            b.peer(GunicornPeer, "gunicorn -w 2 (uvicorn_worker)"),
-            b.peer(SupervisordPeer, "supervisord + uvicorn")]
+    return [
+        b.peer(LauncherPeer, "launcher (default policy)"),
+        b.peer(LauncherPeer, "launcher (default policy, 2 workers)", LAUNCHER_SERVER_WORKERS="2"),
+        b.peer(LauncherPeer, "launcher (restart)", LAUNCHER_ON_DB_LOSS="restart"),
+        b.peer(UvicornWorkersPeer, "uvicorn --workers 2"),
+        b.peer(GunicornPeer, "gunicorn -w 2 (uvicorn_worker)"),
+        b.peer(SupervisordPeer, "supervisord + uvicorn"),
+    ]
 
 
 def long_outage(b: Bench, runs: int = 3, seconds: float = 15.0) -> None:
@@ -197,14 +216,17 @@ def long_outage(b: Bench, runs: int = 3, seconds: float = 15.0) -> None:
                     back_after.append(first(peer.url + "/api/health", "200", back, 60))
                 served.append(_share(plain, "200", down, back))
                 if run == 0:
-                    b.timelines.setdefault("/api/test, MySQL stopped for 15 s", {})[peer.name] = \
-                        _relative(plain.points, down)
+                    b.timelines.setdefault("/api/test, MySQL stopped for 15 s", {})[peer.name] = _relative(
+                        plain.points, down
+                    )
         finally:
             if not b.db.running:
                 b.db.start()
             peer.stop()
-        b.add(Row("1d long outage", peer.name, "/api/test answered 200 during a 15 s outage", served, "%"),
-              Row("1d long outage", peer.name, "MySQL back after 15 s -> first 200 on /api/health", back_after))
+        b.add(
+            Row("1d long outage", peer.name, "/api/test answered 200 during a 15 s outage", served, "%"),
+            Row("1d long outage", peer.name, "MySQL back after 15 s -> first 200 on /api/health", back_after),
+        )
 
 
 def late_boot(b: Bench) -> None:
@@ -218,8 +240,8 @@ def late_boot(b: Bench) -> None:
             b.db.start()
             back = time.monotonic()
             with concurrent.futures.ThreadPoolExecutor(len(peers)) as pool:
-                done = pool.map(lambda p: first(p.url + "/api/health", "200", back, 60), peers)
-                for peer, took in zip(peers, done):
+                done = pool.map(lambda p, back=back: first(p.url + "/api/health", "200", back, 60), peers)
+                for peer, took in zip(peers, done, strict=True):
                     results.setdefault(peer.name, []).append(took)
         finally:
             for peer in peers:
@@ -249,8 +271,12 @@ def late_boot_empty(b: Bench, runs: int = 3) -> None:
 def child_crash(b: Bench) -> None:
     """Figure 3: kill -9 of the server process -> first 200 again, refused connections between.
     A fresh peer for each run: a crash after a healthy period, not a crash loop's backoff."""
-    kinds = [(LauncherPeer, "launcher"), (LegacyPeer, "original (wait_for_db + restart: always)"),
-             (SupervisordPeer, "supervisord + uvicorn"), (BarePeer, "bare uvicorn")]
+    kinds = [
+        (LauncherPeer, "launcher"),
+        (LegacyPeer, "original (wait_for_db + restart: always)"),
+        (SupervisordPeer, "supervisord + uvicorn"),
+        (BarePeer, "bare uvicorn"),
+    ]
     for kind, name in kinds:
         back: list[float | None] = []
         refused: list[float | None] = []
@@ -266,19 +292,25 @@ def child_crash(b: Bench) -> None:
                     back.append(first(peer.url + "/api/health", "200", killed, 15))
                 refused.append(float(seen.count("refused", killed)))
                 if run == 0:
-                    b.timelines.setdefault("/api/health, server process killed (-9)", {})[name] = _relative(seen.points, killed)
+                    timeline = b.timelines.setdefault("/api/health, server process killed (-9)", {})
+                    timeline[name] = _relative(seen.points, killed)
             finally:
                 peer.stop()
             if back[-1] is None:
                 break  # it does not come back: once is enough to say so
-        b.add(Row("3 child crash", name, "kill -9 -> first 200", back),
-              Row("3 child crash", name, "refused connections (20 ms polls)", refused, "count"))
+        b.add(
+            Row("3 child crash", name, "kill -9 -> first 200", back),
+            Row("3 child crash", name, "refused connections (20 ms polls)", refused, "count"),
+        )
 
 
 def cold_start(b: Bench) -> None:
     """Figure 4: start with the DB up -> first 200, against bare uvicorn."""
-    kinds = [(BarePeer, "bare uvicorn", {}), (LauncherPeer, "launcher", {}),
-             (LauncherPeer, "launcher (no prestart step)", {"LAUNCHER_CONFIG": str(_no_prestart(b))})]
+    kinds = [
+        (BarePeer, "bare uvicorn", {}),
+        (LauncherPeer, "launcher", {}),
+        (LauncherPeer, "launcher (no prestart step)", {"LAUNCHER_CONFIG": str(_no_prestart(b))}),
+    ]
     for kind, name, extra in kinds:
         values = []
         for _ in range(RUNS):
@@ -310,11 +342,13 @@ def idle_cost(b: Bench, seconds: float = 60.0) -> None:
             for i, proc in enumerate(procs):
                 samples[i].append(proc.memory_info().rss / 2**20)
             time.sleep(1)
-        for peer, proc, t0, rss in zip(peers, procs, before, samples):
+        for peer, proc, t0, rss in zip(peers, procs, before, samples, strict=True):
             t1 = proc.cpu_times()
             cpu = 100.0 * ((t1.user - t0.user) + (t1.system - t0.system)) / seconds
-            b.add(Row("5 idle cost", peer.name, "CPU of one core", [cpu], "%"),
-                  Row("5 idle cost", peer.name, "RSS of the supervisor process", [max(rss)], "MB"))
+            b.add(
+                Row("5 idle cost", peer.name, "CPU of one core", [cpu], "%"),
+                Row("5 idle cost", peer.name, "RSS of the supervisor process", [max(rss)], "MB"),
+            )
     finally:
         for peer in peers:
             peer.stop()
@@ -325,9 +359,12 @@ def throughput(b: Bench, seconds: int = 5) -> None:
     wrk = shutil.which("wrk")
     if wrk is None:
         raise RuntimeError("wrk is missing: apt-get install wrk (./dev bench does it)")
-    peers = [_ready(b.peer(BarePeer, "bare uvicorn").start()), _ready(b.peer(LauncherPeer, "launcher").start()),
-             _ready(b.peer(GunicornPeer, "gunicorn -w 2 (uvicorn_worker)").start()),
-             _ready(b.peer(LauncherPeer, "launcher (2 workers)", LAUNCHER_SERVER_WORKERS="2").start())]
+    peers = [
+        _ready(b.peer(BarePeer, "bare uvicorn").start()),
+        _ready(b.peer(LauncherPeer, "launcher").start()),
+        _ready(b.peer(GunicornPeer, "gunicorn -w 2 (uvicorn_worker)").start()),
+        _ready(b.peer(LauncherPeer, "launcher (2 workers)", LAUNCHER_SERVER_WORKERS="2").start()),
+    ]
     results: dict[str, list[float | None]] = {p.name: [] for p in peers}
     try:
         for peer in peers:
@@ -343,8 +380,9 @@ def throughput(b: Bench, seconds: int = 5) -> None:
 
 
 def _wrk(wrk: str, url: str, seconds: int) -> float:
-    out = subprocess.run([wrk, "-t2", "-c32", f"-d{seconds}s", url + "/api/test"],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [wrk, "-t2", "-c32", f"-d{seconds}s", url + "/api/test"], capture_output=True, text=True, check=True
+    ).stdout
     match = re.search(r"Requests/sec:\s+([\d.]+)", out)
     if match is None:
         raise RuntimeError(f"wrk printed no rate: {out}")
@@ -365,17 +403,21 @@ def clean_stop(b: Bench) -> None:
                 codes.append(float(peer.stop() or 0))
                 took.append(time.monotonic() - stopped)
                 completed.append(100.0 if pending.result() == "200" else 0.0)
-        b.add(Row("7 clean stop", name, "SIGTERM -> exit (2 s request in flight)", took),
-              Row("7 clean stop", name, "exit code", codes, ""),
-              Row("7 clean stop", name, "in-flight request completed", completed, "%"))
+        b.add(
+            Row("7 clean stop", name, "SIGTERM -> exit (2 s request in flight)", took),
+            Row("7 clean stop", name, "exit code", codes, ""),
+            Row("7 clean stop", name, "in-flight request completed", completed, "%"),
+        )
 
 
 def pool_peers(b: Bench) -> list[Peer]:
     """What FastAPI users deploy for more than one worker, each with two."""
-    return [b.peer(LauncherPeer, "launcher (2 workers)", LAUNCHER_SERVER_WORKERS="2"),
-            b.peer(UvicornWorkersPeer, "uvicorn --workers 2"),
-            b.peer(GunicornPeer, "gunicorn -w 2 (uvicorn_worker)"),
-            b.peer(GunicornPeer, "gunicorn -w 2 --preload (uvicorn_worker)", options={"preload": True})]
+    return [
+        b.peer(LauncherPeer, "launcher (2 workers)", LAUNCHER_SERVER_WORKERS="2"),
+        b.peer(UvicornWorkersPeer, "uvicorn --workers 2"),
+        b.peer(GunicornPeer, "gunicorn -w 2 (uvicorn_worker)"),
+        b.peer(GunicornPeer, "gunicorn -w 2 --preload (uvicorn_worker)", options={"preload": True}),
+    ]
 
 
 def _workers_up(peer: Peer, count: int = 2, limit: float = 30.0) -> None:
@@ -404,7 +446,7 @@ def worker_crash(b: Bench) -> None:
             for _ in range(RUNS):
                 time.sleep(1.0)
                 victim = worker_pids(peer)[0]
-                bad.append(_non_200_around(peer, lambda: os.kill(victim, signal.SIGKILL)))
+                bad.append(_non_200_around(peer, functools.partial(os.kill, victim, signal.SIGKILL)))
                 _workers_up(peer)
         finally:
             peer.stop()
@@ -413,11 +455,11 @@ def worker_crash(b: Bench) -> None:
             try:
                 _workers_up(peer)
                 for run in range(RUNS):  # each kill waits for the template rebuilt after the one before
-                    if _until(lambda: _templates_ready(peer) > run, time.monotonic(), 30) is None:
+                    if _until(functools.partial(_templates_past, peer, run), time.monotonic(), 30) is None:
                         raise RuntimeError(f"{peer.name}: no template ready after kill {run}")
                     time.sleep(1.0)
                     victim = _template_pid(peer)
-                    template.append(_non_200_around(peer, lambda: os.kill(victim, signal.SIGKILL)))
+                    template.append(_non_200_around(peer, functools.partial(os.kill, victim, signal.SIGKILL)))
             finally:
                 peer.stop()
         b.add(Row("9 worker crash", peer.name, "kill -9 of one of 2 workers: non-200 answers", bad, "count"))
@@ -429,9 +471,16 @@ def _templates_ready(peer: Peer) -> int:
     return len(re.findall(r"template \d+ ready in", peer.log_path.read_text(errors="replace")))
 
 
+def _templates_past(peer: Peer, count: int) -> bool:
+    return _templates_ready(peer) > count
+
+
 def _template_pid(peer: Peer) -> int:
-    found = _until(lambda: any(p.name() == "template" for p in psutil.Process(peer.supervisor_pid).children()),
-                   time.monotonic(), 30)
+    found = _until(
+        lambda: any(p.name() == "template" for p in psutil.Process(peer.supervisor_pid).children()),
+        time.monotonic(),
+        30,
+    )
     if found is None:
         raise RuntimeError(f"{peer.name}: no template")
     return next(p.pid for p in psutil.Process(peer.supervisor_pid).children() if p.name() == "template")
@@ -489,11 +538,27 @@ def flood(b: Bench, seconds: float = 5.0) -> None:
         peer.stop()
         b.db.start()
     base = sorted(idle)[len(idle) // 2]
-    b.add(Row("8 flood", "launcher", "RSS idle, answering 503", idle, "MB"),
-          Row("8 flood", "launcher", "RSS peak during a 5 s flood of half-sent heads", peak, "MB",
-              target="< idle + 30 MB", met=max(peak) < base + 30),
-          Row("8 flood", "launcher", "RSS 10 s after the flood", after, "MB",
-              target="<= idle + 5 MB", met=max(after) <= base + 5))
+    b.add(
+        Row("8 flood", "launcher", "RSS idle, answering 503", idle, "MB"),
+        Row(
+            "8 flood",
+            "launcher",
+            "RSS peak during a 5 s flood of half-sent heads",
+            peak,
+            "MB",
+            target="< idle + 30 MB",
+            met=max(peak) < base + 30,
+        ),
+        Row(
+            "8 flood",
+            "launcher",
+            "RSS 10 s after the flood",
+            after,
+            "MB",
+            target="<= idle + 5 MB",
+            met=max(after) <= base + 5,
+        ),
+    )
 
 
 def _flood(port: int, seconds: float) -> None:
@@ -510,5 +575,17 @@ def _relative(points: list[tuple[float, str]], zero: float) -> list[tuple[float,
     return [(t - zero, r) for t, r in points]
 
 
-FIGURES: list[Callable[[Bench], None]] = [cold_start, child_crash, recovery_and_detection, long_outage, late_boot,
-                                          late_boot_empty, idle_cost, throughput, clean_stop, flood, worker_crash, pool_memory]
+FIGURES: list[Callable[[Bench], None]] = [
+    cold_start,
+    child_crash,
+    recovery_and_detection,
+    long_outage,
+    late_boot,
+    late_boot_empty,
+    idle_cost,
+    throughput,
+    clean_stop,
+    flood,
+    worker_crash,
+    pool_memory,
+]

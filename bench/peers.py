@@ -1,13 +1,14 @@
 """The supervisors compared, each started the way its users start it, on its own port."""
+
 from __future__ import annotations
 
 import os
 import signal
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
 
 import psutil
 
@@ -49,11 +50,18 @@ class Peer:
     def log_path(self) -> Path:
         return self.workdir / f"{self.name}.log"
 
-    def start(self) -> "Peer":
+    def start(self) -> Peer:
         log = open(self.log_path, "ab")
         env = {**os.environ, **self.env, **self.extra_env, "PYTHONUNBUFFERED": "1"}
-        self.process = subprocess.Popen(self.command(), cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
-                                        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.process = subprocess.Popen(
+            self.command(),
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         log.close()
         return self
 
@@ -104,9 +112,13 @@ class LauncherPeer(Peer):
     def command(self) -> list[str]:
         return [sys.executable, "-m", "launcher"]
 
-    def start(self) -> "Peer":
-        self.extra_env = {"LAUNCHER_SERVER_PORT": str(self.port), "LAUNCHER_SERVER_HOST": "127.0.0.1",
-                          "LAUNCHER_SERVER_ACCESS_LOG": "false", **self.extra_env}
+    def start(self) -> Peer:
+        self.extra_env = {
+            "LAUNCHER_SERVER_PORT": str(self.port),
+            "LAUNCHER_SERVER_HOST": "127.0.0.1",
+            "LAUNCHER_SERVER_ACCESS_LOG": "false",
+            **self.extra_env,
+        }
         return super().start()
 
 
@@ -114,8 +126,15 @@ class LegacyPeer(Peer):
     """uvicorn with the old import-time wait_for_db(), under a Docker `restart: always` stand-in."""
 
     def command(self) -> list[str]:
-        return [sys.executable, "-m", "bench.docker_restart", *UVICORN, "--port", str(self.port),
-                "bench.legacy_app:app"]
+        return [
+            sys.executable,
+            "-m",
+            "bench.docker_restart",
+            *UVICORN,
+            "--port",
+            str(self.port),
+            "bench.legacy_app:app",
+        ]
 
 
 class SupervisordPeer(Peer):
@@ -123,8 +142,7 @@ class SupervisordPeer(Peer):
         conf = self.workdir / f"{self.name}.conf"
         environment = ",".join(f'{k}="{v}"' for k, v in {**self.env, "PYTHONUNBUFFERED": "1"}.items())
         uvicorn = " ".join([*UVICORN, "--port", str(self.port), "api.main:app"])
-        conf.write_text(SUPERVISORD_CONF.format(dir=self.workdir, command=uvicorn, root=ROOT,
-                                                environment=environment))
+        conf.write_text(SUPERVISORD_CONF.format(dir=self.workdir, command=uvicorn, root=ROOT, environment=environment))
         return [sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)]
 
 
@@ -132,8 +150,17 @@ class UvicornWorkersPeer(Peer):
     """`uvicorn --workers 2` under the Docker `restart: always` stand-in."""
 
     def command(self) -> list[str]:
-        return [sys.executable, "-m", "bench.docker_restart", *UVICORN, "--workers", "2", "--port", str(self.port),
-                "api.main:app"]
+        return [
+            sys.executable,
+            "-m",
+            "bench.docker_restart",
+            *UVICORN,
+            "--workers",
+            "2",
+            "--port",
+            str(self.port),
+            "api.main:app",
+        ]
 
 
 @dataclass
@@ -143,9 +170,24 @@ class GunicornPeer(Peer):
     preload: bool = False
 
     def command(self) -> list[str]:
-        return [sys.executable, "-m", "bench.docker_restart", sys.executable, "-m", "gunicorn", "-w", "2",
-                "-k", "uvicorn_worker.UvicornWorker", "-b", f"127.0.0.1:{self.port}", "--graceful-timeout", "10",
-                *(["--preload"] if self.preload else []), "api.main:app"]
+        return [
+            sys.executable,
+            "-m",
+            "bench.docker_restart",
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-w",
+            "2",
+            "-k",
+            "uvicorn_worker.UvicornWorker",
+            "-b",
+            f"127.0.0.1:{self.port}",
+            "--graceful-timeout",
+            "10",
+            *(["--preload"] if self.preload else []),
+            "api.main:app",
+        ]
 
 
 def worker_pids(peer: Peer) -> list[int]:

@@ -1,4 +1,5 @@
 """What a client sees: one request's outcome, polling timelines, first-200 timing."""
+
 from __future__ import annotations
 
 import threading
@@ -51,7 +52,7 @@ class Timeline:
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
-    def __enter__(self) -> "Timeline":
+    def __enter__(self) -> Timeline:
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
         return self

@@ -1,15 +1,15 @@
 """The table (printed and in RESULTS.md) and the availability picture."""
+
 from __future__ import annotations
 
 import platform
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
-
-from dataclasses import dataclass
-from typing import Callable
 
 from bench.figures import Row
 
@@ -43,6 +43,7 @@ def _vs(figure: str, peer: str, metric: str, test: Callable[[float, float], bool
     def met(row: Row, med: Lookup) -> bool:
         other = med(figure, peer, metric)
         return row.median is not None and other is not None and test(row.median, other)
+
     return met
 
 
@@ -59,39 +60,80 @@ def _memory(row: Row, med: Lookup) -> bool:
 
 
 TARGETS = [
-    Target("4 cold start", ("launcher", "launcher (no prestart step)"), "", "<= bare uvicorn + 0.3 s",
-           _vs("4 cold start", "bare uvicorn", "", lambda v, bare: v <= bare + 0.3)),
+    Target(
+        "4 cold start",
+        ("launcher", "launcher (no prestart step)"),
+        "",
+        "<= bare uvicorn + 0.3 s",
+        _vs("4 cold start", "bare uvicorn", "", lambda v, bare: v <= bare + 0.3),
+    ),
     Target("3 child crash", ("launcher",), "kill", "<= 0.15 s (the only worker)", _below(0.15)),
     Target("3 child crash", ("launcher",), "refused", "0", _never),
-    Target("1 recovery", SWAP, "MySQL back", "<= 0.3 s and <= supervisord",
-           _vs("1 recovery", "supervisord + uvicorn", "MySQL back", lambda v, s: v <= 0.3 and v <= s)),
+    Target(
+        "1 recovery",
+        SWAP,
+        "MySQL back",
+        "<= 0.3 s and <= supervisord",
+        _vs("1 recovery", "supervisord + uvicorn", "MySQL back", lambda v, s: v <= 0.3 and v <= s),
+    ),
     Target("1 recovery", ("launcher (restart)",), "MySQL back", "<= 0.3 s (its workers start anew)", _below(0.3)),
     Target("1 recovery", SWAP, "/api/test", ">= 99 %", lambda row, med: row.median is not None and row.median >= 99),
-    Target("1d long outage", DEFAULT, "/api/test", ">= 99 %", lambda row, med: row.median is not None and row.median >= 99),
+    Target(
+        "1d long outage", DEFAULT, "/api/test", ">= 99 %", lambda row, med: row.median is not None and row.median >= 99
+    ),
     Target("2 detection", LAUNCHERS, "", "<= 2 s", _below(2.0)),
-    Target("1b late boot", LAUNCHERS, "", "<= 0.3 s and <= supervisord",
-           _vs("1b late boot", "supervisord + uvicorn", "", lambda v, s: v <= 0.3 and v <= s)),
+    Target(
+        "1b late boot",
+        LAUNCHERS,
+        "",
+        "<= 0.3 s and <= supervisord",
+        _vs("1b late boot", "supervisord + uvicorn", "", lambda v, s: v <= 0.3 and v <= s),
+    ),
     Target("1c late boot, empty DB", ("launcher",), "", "<= 0.5 s", _below(0.5)),
     Target("5 idle cost", ("launcher",), "CPU", "<= 0.5 %", _below(0.5)),
-    Target("5 idle cost", ("launcher",), "RSS", "< supervisord", _vs("5 idle cost", "supervisord", "RSS", float.__lt__)),
-    Target("6 throughput", ("launcher",), "", ">= 0.97 x bare uvicorn",
-           _vs("6 throughput", "bare uvicorn", "", lambda v, bare: v >= 0.97 * bare)),
-    Target("6 throughput", ("launcher (2 workers)",), "", ">= 0.97 x gunicorn -w 2",
-           _vs("6 throughput", GUNICORN, "", lambda v, g: v >= 0.97 * g)),
+    Target(
+        "5 idle cost", ("launcher",), "RSS", "< supervisord", _vs("5 idle cost", "supervisord", "RSS", float.__lt__)
+    ),
+    Target(
+        "6 throughput",
+        ("launcher",),
+        "",
+        ">= 0.97 x bare uvicorn",
+        _vs("6 throughput", "bare uvicorn", "", lambda v, bare: v >= 0.97 * bare),
+    ),
+    Target(
+        "6 throughput",
+        ("launcher (2 workers)",),
+        "",
+        ">= 0.97 x gunicorn -w 2",
+        _vs("6 throughput", GUNICORN, "", lambda v, g: v >= 0.97 * g),
+    ),
     Target("7 clean stop", ("launcher",), "exit code", "0", _never),
-    Target("7 clean stop", ("launcher",), "in-flight", "100 %",
-           lambda row, med: row.median is not None and row.median == 100),
+    Target(
+        "7 clean stop",
+        ("launcher",),
+        "in-flight",
+        "100 %",
+        lambda row, med: row.median is not None and row.median == 100,
+    ),
     Target("9 worker crash", ("launcher (2 workers)",), "kill -9", "0 in every run", _never),
-    Target("10 memory", ("launcher (2 workers)",), "", "< gunicorn -w 2, < uvicorn --workers 2, "
-           "<= 1.15 x gunicorn --preload", _memory),
+    Target(
+        "10 memory",
+        ("launcher (2 workers)",),
+        "",
+        "< gunicorn -w 2, < uvicorn --workers 2, <= 1.15 x gunicorn --preload",
+        _memory,
+    ),
 ]
 
 
 def judge(rows: list[Row]) -> None:
     """Set each row's target and whether it is met, from TARGETS and the rows of this run."""
+
     def med(figure: str, peer: str, metric: str) -> float | None:
-        return next((r.median for r in rows if r.figure == figure and r.peer == peer and r.metric.startswith(metric)),
-                    None)
+        return next(
+            (r.median for r in rows if r.figure == figure and r.peer == peer and r.metric.startswith(metric)), None
+        )
 
     for row in rows:
         for target in TARGETS:
@@ -109,13 +151,16 @@ def _cell(row: Row) -> str:
 
 def table(rows: list[Row]) -> str:
     lines = ["| figure | peer | measure | median (min–max) | runs | target | met |", "|---|---|---|---|---|---|---|"]
-    lines += [f"| {r.figure} | {r.peer} | {r.metric} | {_cell(r)} | {len(r.values)} | {r.target} | {_MET[r.met]} |"
-              for r in rows]
+    lines += [
+        f"| {r.figure} | {r.peer} | {r.metric} | {_cell(r)} | {len(r.values)} | {r.target} | {_MET[r.met]} |"
+        for r in rows
+    ]
     return "\n".join(lines)
 
 
 def ratios(rows: list[Row]) -> list[str]:
     """Each launcher figure against its reference measured in the same run."""
+
     def med(figure: str, peer: str, metric_start: str = "") -> float | None:
         for r in rows:
             if r.figure == figure and r.peer == peer and r.metric.startswith(metric_start):
@@ -142,17 +187,33 @@ def machine() -> str:
     cpus = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
     mariadb = subprocess.run(["/usr/sbin/mariadbd", "--version"], capture_output=True, text=True).stdout.strip()
     versions = ", ".join(f"{p} {version(p)}" for p in ("uvicorn", "fastapi", "sqlalchemy", "pymysql", "supervisor"))
-    return (f"{platform.platform()}, {cpus} cores, Python {sys.version.split()[0]}; {versions}; {mariadb}; "
-            f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    return (
+        f"{platform.platform()}, {cpus} cores, Python {sys.version.split()[0]}; {versions}; {mariadb}; "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
+    )
 
 
 def write(rows: list[Row], timelines: dict[str, dict[str, list[tuple[float, str]]]], out: Path) -> str:
     judge(rows)
-    text = "\n".join([
-        "# Benchmark results", "", "Written by `python -m bench` (`./dev bench`): the median of each figure's runs, "
-        "each target judged by `bench/report.py` against the peers of the same run.", "",
-        f"Machine: {machine()}", "", table(rows), "", "Ratios against the reference measured in the same run:", "",
-        *[f"- {line}" for line in ratios(rows)], "", "![availability](availability.png)", ""])
+    text = "\n".join(
+        [
+            "# Benchmark results",
+            "",
+            "Written by `python -m bench` (`./dev bench`): the median of each figure's runs, "
+            "each target judged by `bench/report.py` against the peers of the same run.",
+            "",
+            f"Machine: {machine()}",
+            "",
+            table(rows),
+            "",
+            "Ratios against the reference measured in the same run:",
+            "",
+            *[f"- {line}" for line in ratios(rows)],
+            "",
+            "![availability](availability.png)",
+            "",
+        ]
+    )
     out.mkdir(parents=True, exist_ok=True)
     (out / "RESULTS.md").write_text(text)
     if timelines:
@@ -168,11 +229,11 @@ def picture(timelines: dict[str, dict[str, list[tuple[float, str]]]], path: Path
     from matplotlib.patches import Patch
 
     fig, axes = plt.subplots(1, len(timelines), figsize=(7 * len(timelines), 4), squeeze=False)
-    for ax, (title, peers) in zip(axes[0], timelines.items()):
+    for ax, (title, peers) in zip(axes[0], timelines.items(), strict=False):
         names = list(peers)
         for row, name in enumerate(names):
             points = peers[name]
-            for (t, result), (t_next, _) in zip(points, points[1:] + [(points[-1][0] + 0.02, "")]):
+            for (t, result), (t_next, _) in zip(points, points[1:] + [(points[-1][0] + 0.02, "")], strict=True):
                 ax.barh(row, t_next - t, left=t, color=COLOURS.get(result, "#9e9e9e"), height=0.6, linewidth=0)
         ax.set_yticks(range(len(names)), names, fontsize=8)
         ax.axvline(0, color="black", linewidth=0.8)

@@ -1,4 +1,5 @@
 """python -m bench [--only NAME ...]: every figure against one private MariaDB, then the report."""
+
 from __future__ import annotations
 
 import argparse

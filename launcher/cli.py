@@ -1,38 +1,87 @@
-"""Command line: run (default), config, check-db, healthcheck. Every failure is one clear line and a sysexits code."""
+"""The command line: `launcher [run] [module:attr] [options]`, `launcher config`,
+`launcher check-db`, `launcher healthcheck`. Every failure is one clear line and a sysexits code.
+
+Written by hand from a table rather than with argparse, which would stay resident for the
+container's life (docs/design.md, Resident cost). A flag wins over the environment, which
+wins over the config file.
+"""
+
 from __future__ import annotations
 
-import errno
-import json
 import os
-import socket
 import sys
-from typing import Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
-from launcher import config as configuration
-from launcher.supervisor import logs
-from launcher.config import Config, ConfigError
-from launcher.supervisor.spawn import child_environment, kill_descendants, spawn_template
+from launcher import __version__, signals
+from launcher.config import ConfigError, Loc, Source
 from launcher.exitcodes import ExitCode
-from launcher import signals
+from launcher.supervisor import logs
 
-DEFAULT_CONFIG = "config.yaml"
-HEALTHCHECK_TIMEOUT = 3.0
+PROG = "launcher"
+COMMANDS = ("run", "config", "check-db", "healthcheck")
+TAKES = object()  # the flag takes the next word as its value
 
 
-USAGE = "usage: python -m launcher [-h] [--config PATH] [run | config | check-db | healthcheck]"
-HELP = f"""{USAGE}
+@dataclass(frozen=True)
+class Flag:
+    key: Loc
+    value: Any  # TAKES, or the value the switch sets
+    help: str
 
-Supervise an ASGI service that needs MySQL.
+
+FLAGS = {
+    "--host": Flag(("server", "host"), TAKES, "address to bind (server.host)"),
+    "--port": Flag(("server", "port"), TAKES, "port to bind (server.port)"),
+    "--workers": Flag(("server", "workers"), TAKES, "workers, or auto for the CPUs this process may use"),
+    "--max-workers": Flag(("server", "max_workers"), TAKES, "the most workers SIGTTIN may reach"),
+    "--app-dir": Flag(("server", "app_dir"), TAKES, "where the app's modules are (default: here)"),
+    "--reload": Flag(("server", "reload"), True, "reload when the app's source changes (development)"),
+    "--no-db": Flag(("database", "gate"), False, "do not wait for MySQL: for an app that needs none"),
+    "--log-level": Flag(("server", "log_level"), TAKES, "uvicorn's log level in the workers"),
+    "--no-access-log": Flag(("server", "access_log"), False, "no access log in the workers"),
+    "--backlog": Flag(("server", "backlog"), TAKES, "listen backlog"),
+    "--root-path": Flag(("server", "root_path"), TAKES, "ASGI root_path, behind a proxy that strips a prefix"),
+    "--proxy-headers": Flag(("server", "proxy_headers"), True, "trust X-Forwarded-* from forwarded_allow_ips"),
+    "--no-proxy-headers": Flag(("server", "proxy_headers"), False, "ignore X-Forwarded-*"),
+    "--forwarded-allow-ips": Flag(("server", "forwarded_allow_ips"), TAKES, "proxies whose X-Forwarded-* count"),
+    "--timeout-keep-alive": Flag(("server", "timeout_keep_alive"), TAKES, "idle keep-alive connection bound"),
+    "--limit-concurrency": Flag(("server", "limit_concurrency"), TAKES, "requests in flight per worker, then 503"),
+    "--ssl-certfile": Flag(("server", "ssl_certfile"), TAKES, "serve HTTPS with this certificate"),
+    "--ssl-keyfile": Flag(("server", "ssl_keyfile"), TAKES, "and this key"),
+}
+
+USAGE = f"usage: {PROG} [run] [module:attr] [options] | {PROG} config | {PROG} check-db | {PROG} healthcheck"
+
+
+def help_text() -> str:
+    options = "\n".join(
+        f"  {name + (' VALUE' if flag.value is TAKES else ''):<27}{flag.help}" for name, flag in FLAGS.items()
+    )
+    return f"""{USAGE}
+
+Serve an ASGI app with a pool of uvicorn workers that comes back by itself: it waits for
+MySQL, replaces workers that die, reloads on SIGHUP without a refused request.
 
 commands:
   run            supervise the service (the default)
-  config         print the resolved configuration, password masked
-  check-db       probe the database once
-  healthcheck    GET the service's health route; 0 only for a 200 (for Docker's HEALTHCHECK)
+  config         print the effective configuration, password masked, and where each value came from
+  check-db       probe the database once: exit 0, or 69 with the reason
+  healthcheck    GET server.health_path where the launcher listens: 0 only for a 200
+
+arguments:
+  module:attr    the ASGI app (server.app), as for uvicorn
 
 options:
-  -h, --help     show this help and exit
-  --config PATH  config file (default: $LAUNCHER_CONFIG, else ./config.yaml if present)
+  -h, --help                 show this help and exit
+  --version                  show the version and exit
+  --config PATH              config file (default: $LAUNCHER_CONFIG, else ./config.yaml if present)
+  --json                     `config` prints JSON
+{options}
+
+Every setting can also come from the config file and from LAUNCHER_<SECTION>_<KEY>
+variables; a flag wins over the environment, which wins over the file.
 """
 
 
@@ -40,40 +89,81 @@ class UsageError(Exception):
     """A bad command line; the message says what was wrong."""
 
 
-def parse_args(argv: Sequence[str]) -> tuple[str | None, str] | None:
-    """(config path, command), or None for --help. Two arguments do not justify argparse,
-    which would stay resident for the container's life (docs/design.md, Resident cost)."""
+@dataclass(frozen=True)
+class Parsed:
+    command: str
+    config_path: str | None
+    flags: dict[Loc, tuple[str, Any]]
+    json: bool = False
+
+
+def parse_args(argv: Sequence[str]) -> Parsed | str:
+    """The parsed command line, or the text to print for --help or --version."""
     path: str | None = None
+    flags: dict[Loc, tuple[str, Any]] = {}
     words: list[str] = []
+    as_json = False
     args = iter(argv)
     for arg in args:
+        name, has_value, inline = arg.partition("=") if arg.startswith("--") else (arg, "", "")
         if arg in ("-h", "--help"):
-            return None
-        if arg == "--config":
-            path = next(args, None)
+            return help_text()
+        if arg == "--version":
+            return f"{PROG} {__version__}\n"
+        if arg == "--json":
+            as_json = True
+        elif name == "--config":
+            path = inline if has_value else next(args, "")
             if not path:
                 raise UsageError("--config needs a path")
-        elif arg.startswith("--config="):
-            path = arg.removeprefix("--config=")
+        elif name in FLAGS:
+            flags[FLAGS[name].key] = (name, _value(name, FLAGS[name], has_value, inline, args))
         elif arg.startswith("-"):
-            raise UsageError(f"unknown option {arg}")
+            raise UsageError(f"unknown option {name}; see {PROG} --help")
         else:
             words.append(arg)
-    if len(words) > 1:
-        raise UsageError(f"one command at most, got: {' '.join(words)}")
-    command = words[0] if words else "run"
-    if command not in COMMANDS:
-        raise UsageError(f"unknown command {command!r}; choose run, config, check-db or healthcheck")
-    return path, command
+    return _command(words, path, flags, as_json)
+
+
+def _value(name: str, flag: Flag, has_value: str, inline: str, args: Any) -> Any:
+    if flag.value is not TAKES:
+        if has_value:
+            raise UsageError(f"{name} takes no value")
+        return flag.value
+    value = inline if has_value else next(args, None)
+    if value is None:
+        raise UsageError(f"{name} needs a value")
+    return value
+
+
+def _command(words: list[str], path: str | None, flags: dict[Loc, tuple[str, Any]], as_json: bool) -> Parsed:
+    commands = [w for w in words if w in COMMANDS]
+    apps = [w for w in words if ":" in w and w not in COMMANDS]
+    other = [w for w in words if w not in commands and w not in apps]
+    if len(commands) > 1:
+        raise UsageError(f"one command at most, got: {' '.join(commands)}")
+    if other:
+        raise UsageError(f"unknown command {other[0]!r}; choose {', '.join(COMMANDS)}, or give the app as module:attr")
+    if len(apps) > 1:
+        raise UsageError(f"one app at most, got: {' '.join(apps)}")
+    if apps:
+        flags[("server", "app")] = (apps[0], apps[0])
+    return Parsed(commands[0] if commands else "run", path, flags, as_json)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Every way out is an exit code; an unexpected error is one line, never a traceback."""
     try:
-        return _main(argv)
+        return _main(sys.argv[1:] if argv is None else argv)
     except Exception as err:
         logs.Log().error("internal error: %s; please report it. Exiting with %d", where(err), ExitCode.INTERNAL)
         return ExitCode.INTERNAL
+
+
+def console() -> int:
+    """The `launcher` console script: as `python -m launcher`, signals held first."""
+    signals.hold()
+    return main()
 
 
 def where(err: BaseException) -> str:
@@ -85,109 +175,32 @@ def where(err: BaseException) -> str:
     return f"{type(err).__name__}: {str(err)[:300]}{place}"
 
 
-def _main(argv: Sequence[str] | None) -> int:
+def _main(argv: Sequence[str]) -> int:
     try:
-        parsed = parse_args(sys.argv[1:] if argv is None else argv)
+        parsed = parse_args(argv)
     except UsageError as err:
-        print(f"{USAGE}\npython -m launcher: error: {err}", file=sys.stderr)
+        print(f"{USAGE}\n{PROG}: error: {err}", file=sys.stderr)
         return ExitCode.USAGE
-    if parsed is None:
-        print(HELP, end="")
+    if isinstance(parsed, str):
+        print(parsed, end="")
         return ExitCode.OK
-    path, command = parsed
+    source = Source.find(parsed.config_path, os.environ, parsed.flags)
     try:
-        cfg = _load(path)
+        config, sources = source.explain()
     except ConfigError as err:
-        print("launcher: invalid configuration:\n  " + str(err).replace("\n", "\n  "), file=sys.stderr)
+        print(f"{PROG}: invalid configuration:\n  " + str(err).replace("\n", "\n  "), file=sys.stderr)
         return ExitCode.CONFIG
-    if command != "run":
-        signals.release()  # only `run` handles them itself
-    return COMMANDS[command](cfg)
+    if parsed.command == "run":
+        from launcher.supervisor.boot import run
 
+        return run(source, config)
+    signals.release()  # only `run` handles them itself
+    from launcher.tools import check_db, healthcheck, show_config
 
-def _load(path: str | None) -> Config:
-    env_path = os.environ.get("LAUNCHER_CONFIG")
-    if path is None and env_path:
-        path = env_path
-    if path is None and os.path.exists(DEFAULT_CONFIG):
-        path = DEFAULT_CONFIG
-    return configuration.load(path, os.environ)
-
-
-def show_config(cfg: Config) -> int:
-    print(json.dumps(configuration.masked(cfg), indent=2))
-    return ExitCode.OK
-
-
-def check_db(cfg: Config) -> int:
-    from launcher.supervisor.dbprobe import probe
-
-    result = probe(cfg.database, cfg.probe.timeout)
-    target = f"{cfg.database.user}@{cfg.database.host}:{cfg.database.port}/{cfg.database.name}"
-    if result.ok:
-        print(f"ok: {target} answered SELECT 1")
-        return ExitCode.OK
-    print(f"{result.reason}: {target}: {result.detail}", file=sys.stderr)
-    return ExitCode.DB_UNAVAILABLE
-
-
-def healthcheck(cfg: Config) -> int:
-    """For Docker's HEALTHCHECK: one line and 0 only when the service answers 200."""
-    import urllib.error
-    import urllib.request
-
-    url = f"http://127.0.0.1:{cfg.server.port}{cfg.server.health_path}"
-    try:
-        with urllib.request.urlopen(url, timeout=HEALTHCHECK_TIMEOUT) as response:
-            print(f"{url}: {response.status}")
-            return ExitCode.OK
-    except urllib.error.HTTPError as err:
-        print(f"{url}: {err.code} {err.read(512).decode(errors='replace')}")
-    except (urllib.error.URLError, OSError) as err:
-        print(f"{url}: {getattr(err, 'reason', err)}")
-    return 1
-
-
-def bind(cfg: Config) -> socket.socket:
-    """Bind the public port first, so a port in use fails at second zero, not after the DB is up."""
-    family = socket.AF_INET6 if ":" in cfg.server.host else socket.AF_INET
-    return socket.create_server((cfg.server.host, cfg.server.port), family=family, backlog=cfg.server.backlog)
-
-
-def run(cfg: Config) -> int:
-    signals.hold()  # already held when started as `python -m launcher`; main() may be called directly
-    log = logs.Log(cfg.log.format, cfg.log.level)
-    try:
-        listener = bind(cfg)
-    except OSError as err:
-        hint = "stop what holds the port or set server.port" if err.errno == errno.EADDRINUSE else "check server.host"
-        log.error("cannot listen on %s:%d: %s; %s", cfg.server.host, cfg.server.port, err.strerror, hint)
-        return ExitCode.OS_ERROR
-    host, port = listener.getsockname()[:2]
-    db = cfg.database
-    log.info("listening on %s:%d; waiting for MySQL at %s@%s:%d/%s (on_db_loss=%s)",
-             host, port, db.user, db.host, db.port, db.name, cfg.on_db_loss.value)
-    env = child_environment(cfg, os.environ)
-    try:
-        first = spawn_template(cfg, listener, env)
-    except OSError as err:
-        log.error("cannot start the template: %s", err)
-        return ExitCode.OS_ERROR
-    # Imported only now, so that the template imports the app while we import these.
-    from launcher.supervisor.libc import become_subreaper, one_malloc_arena
-    from launcher.supervisor.shell import Supervisor
-
-    become_subreaper()
-    one_malloc_arena()  # before the watcher threads exist
-    try:
-        code = Supervisor(cfg, listener, env, log, first).run()
-    except Exception as err:
-        kill_descendants()  # the supervisor cleans up on its way out; this covers a failure before it ran
-        log.error("internal error: %s; stopped everything the launcher started. Please report it. "
-                  "Exiting with %d", where(err), ExitCode.INTERNAL)
-        return ExitCode.INTERNAL
-    log.info("exiting with %d", code)
-    return code
-
-
-COMMANDS = {"run": run, "config": show_config, "check-db": check_db, "healthcheck": healthcheck}
+    match parsed.command:
+        case "config":
+            return show_config.show(config, sources, source, parsed.json)
+        case "check-db":
+            return check_db.check(config)
+        case _:
+            return healthcheck.check(config)

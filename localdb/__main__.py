@@ -3,6 +3,7 @@
 `start` prints shell `export` lines for the MYSQL_* variables, so a script can eval them;
 it reuses a server that already runs from that directory.
 """
+
 from __future__ import annotations
 
 import argparse

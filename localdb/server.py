@@ -3,6 +3,7 @@
 Chaos tests need all of these on the same port and data dir, so the server is a
 plain process we own rather than a system service.
 """
+
 from __future__ import annotations
 
 import os
@@ -54,8 +55,13 @@ class MariaDB:
 
     @property
     def env(self) -> dict[str, str]:
-        return {"MYSQL_HOST": "127.0.0.1", "MYSQL_PORT": str(self.port), "MYSQL_DATABASE": self.database,
-                "MYSQL_USER": self.user, "MYSQL_PASSWORD": self.password}
+        return {
+            "MYSQL_HOST": "127.0.0.1",
+            "MYSQL_PORT": str(self.port),
+            "MYSQL_DATABASE": self.database,
+            "MYSQL_USER": self.user,
+            "MYSQL_PASSWORD": self.password,
+        }
 
     @property
     def pid(self) -> int:
@@ -72,9 +78,16 @@ class MariaDB:
         self.datadir.mkdir(parents=True, exist_ok=True)
         install = _binary("mariadb-install-db", "mysql_install_db")
         result = subprocess.run(
-            [install, "--no-defaults", f"--datadir={self.datadir}", "--auth-root-authentication-method=normal",
-             "--skip-test-db", *self._as_user()],
-            capture_output=True, text=True,
+            [
+                install,
+                "--no-defaults",
+                f"--datadir={self.datadir}",
+                "--auth-root-authentication-method=normal",
+                "--skip-test-db",
+                *self._as_user(),
+            ],
+            capture_output=True,
+            text=True,
         )
         if result.returncode != 0:
             raise LocalDbError(f"mariadb-install-db failed: {result.stderr.strip()[-2000:]}")
@@ -84,11 +97,26 @@ class MariaDB:
         server = _binary("mariadbd", "mysqld")
         log = open(self.datadir / "server.log", "ab")
         self.process = subprocess.Popen(
-            [server, "--no-defaults", f"--datadir={self.datadir}", f"--socket={self.socket_path}",
-             f"--port={self.port}", "--bind-address=127.0.0.1", f"--pid-file={self.datadir / 'mysqld.pid'}",
-             "--skip-name-resolve", "--skip-log-bin", "--innodb-buffer-pool-size=32M",
-             "--innodb-log-file-size=16M", "--max-connections=500", *self.options, *self._as_user()],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+            [
+                server,
+                "--no-defaults",
+                f"--datadir={self.datadir}",
+                f"--socket={self.socket_path}",
+                f"--port={self.port}",
+                "--bind-address=127.0.0.1",
+                f"--pid-file={self.datadir / 'mysqld.pid'}",
+                "--skip-name-resolve",
+                "--skip-log-bin",
+                "--innodb-buffer-pool-size=32M",
+                "--innodb-log-file-size=16M",
+                "--max-connections=500",
+                *self.options,
+                *self._as_user(),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
         )
         log.close()
         try:
@@ -111,8 +139,9 @@ class MariaDB:
         raise LocalDbError(f"mariadbd did not answer within {timeout:g}s; see {self.datadir / 'server.log'}")
 
     def _root(self) -> pymysql.connections.Connection:
-        return pymysql.connect(unix_socket=str(self.socket_path), user="root", connect_timeout=2,
-                               read_timeout=10, autocommit=True)
+        return pymysql.connect(
+            unix_socket=str(self.socket_path), user="root", connect_timeout=2, read_timeout=10, autocommit=True
+        )
 
     def _provision(self) -> None:
         conn = self._root()

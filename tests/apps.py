@@ -1,11 +1,15 @@
 """Tiny ASGI apps whose misbehaviour the tests control: exit, hang, block, fail to start."""
+
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
+import sys
 import time
-from typing import Any, Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -23,8 +27,15 @@ async def _lifespan(receive: Receive, send: Send, fail: bool) -> None:
         if message["type"] == "lifespan.startup":
             await send({"type": "lifespan.startup.failed" if fail else "lifespan.startup.complete", "message": "boom"})
         elif message["type"] == "lifespan.shutdown":
+            marker = os.environ.get("TEST_SHUTDOWN_MARKER")
+            if marker:  # the app's shutdown ran: it would dispose of its engine here
+                with open(marker, "a") as file:
+                    file.write(f"{os.getpid()}\n")
             await send({"type": "lifespan.shutdown.complete"})
             return
+
+
+READ_BODIES = [0]  # requests whose body this worker's app read
 
 
 async def controllable(scope: Scope, receive: Receive, send: Send) -> None:
@@ -50,6 +61,24 @@ async def controllable(scope: Scope, receive: Receive, send: Send) -> None:
         await _reply(send, 200, str(os.getppid()).encode())
     elif path == "/api/pid":
         await _reply(send, 200, str(os.getpid()).encode())
+    elif path == "/api/upload":
+        while (message := await receive())["type"] == "http.request" and message.get("more_body"):
+            pass
+        if message["type"] == "http.disconnect":
+            return  # refused midway: the body was never whole
+        READ_BODIES[0] += 1
+        await _reply(send, 200, b"read")
+    elif path == "/api/read-bodies":
+        await _reply(send, 200, str(READ_BODIES[0]).encode())
+    elif path.endswith("/api/runtime"):  # under a root_path too
+        loop = type(asyncio.get_running_loop())
+        facts = {
+            "loop": f"{loop.__module__}.{loop.__name__}",
+            "httptools": "httptools" in sys.modules,
+            "root_path": scope.get("root_path", ""),
+            "client": (scope.get("client") or ["", 0])[0],
+        }
+        await _reply(send, 200, json.dumps(facts).encode())
     else:
         await _reply(send, 200, b"ok")
 

@@ -1,8 +1,9 @@
 """A real MariaDB server for the whole run, started by the suite on a free port."""
+
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
 

@@ -1,4 +1,5 @@
 """Run the launcher as users do (a subprocess), and watch it from outside: HTTP, exit code, processes."""
+
 from __future__ import annotations
 
 import os
@@ -7,9 +8,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, TypeVar
+from typing import TypeVar
 
 import httpx
 import psutil
@@ -66,13 +68,18 @@ class Launcher:
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     prefix: list[str] = field(default_factory=list)
+    execs: bool = False  # the prefix execs the launcher (prlimit) rather than forking it (unshare)
 
-    def start(self) -> "Launcher":
+    def start(self) -> Launcher:
         env = {**os.environ, **FAST, "LAUNCHER_SERVER_PORT": str(self.port), **self.env}
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            [*self.prefix, sys.executable, "-m", "launcher", *self.args], cwd=ROOT, env=env,
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            [*self.prefix, sys.executable, "-m", "launcher", *self.args],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         log.close()
         return self
@@ -85,7 +92,7 @@ class Launcher:
     def pid(self) -> int:
         """The launcher's pid; under a `prefix` such as unshare, the prefix's child."""
         assert self.process is not None
-        if not self.prefix:
+        if not self.prefix or self.execs:
             return self.process.pid
         wrapper = psutil.Process(self.process.pid)
         return int(wait_until(lambda: [c.pid for c in wrapper.children()], 10, what="the launcher under the prefix")[0])

@@ -1,5 +1,6 @@
 """An app that starts a thread when it is imported, as some SDKs and metrics clients do:
 forking it would copy a process whose other thread may hold a lock forever."""
+
 from __future__ import annotations
 
 import threading

@@ -1,4 +1,5 @@
 """Alembic environment: online migrations against the MYSQL_* database, bounded by timeouts."""
+
 from alembic import context
 
 from api.db import make_engine

@@ -1,4 +1,5 @@
 """Liveness (is this process able to answer?) and health (can it reach its database?)."""
+
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import text

@@ -1,4 +1,6 @@
 """A real write path: a note's id is returned only after its commit."""
+
+import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException
@@ -9,6 +11,7 @@ from api.db import session
 from api.models import Note
 
 router = APIRouter(prefix="/notes")
+log = logging.getLogger("api.notes")
 Db = Annotated[Session, Depends(session)]
 
 
@@ -26,6 +29,7 @@ def create(note: NoteIn, db: Db) -> NoteOut:
     row = Note(text=note.text)
     db.add(row)
     db.commit()
+    log.info("note %d written", row.id)
     return NoteOut(id=row.id, text=row.text)
 
 

@@ -1,14 +1,15 @@
-"""The seed's original routes, unchanged for existing clients; neither touches the DB."""
+"""The service's original routes, with the very bodies its author's main.py answered; neither touches the DB."""
+
 from fastapi import APIRouter
 
 router = APIRouter()
 
 
 @router.get("/")
-def index() -> dict[str, str]:
-    return {"message": "Hello from the API"}
+def health_check() -> dict[str, str]:
+    return {"status": "ok", "message": "FastAPI is running"}
 
 
 @router.get("/test")
-def test() -> dict[str, str]:
-    return {"message": "test ok"}
+def api_test() -> dict[str, str]:
+    return {"status": "ok", "message": "API test endpoint"}

@@ -7,6 +7,7 @@ would otherwise hang the launcher while its stop signals are still held, and
 nesting and the size a document may expand to through aliases, so that every
 document ends in data or in one ConfigError line.
 """
+
 from __future__ import annotations
 
 import os
@@ -22,8 +23,13 @@ MAX_DEPTH = 32
 MAX_NODES = 10_000  # values in the document once its aliases are expanded
 MAX_DIGITS = 100  # an integer longer than this stays text, for the field's parser to refuse
 
-_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
-          stat.S_IFDIR: "a directory", stat.S_IFSOCK: "a socket"}
+_KINDS = {
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFDIR: "a directory",
+    stat.S_IFSOCK: "a socket",
+}
 
 
 class FileProblem(Exception):
@@ -59,9 +65,17 @@ class _Loader(yaml.SafeLoader):
     """SafeLoader with YAML 1.2's core scalars, bounded depth and bounded integers."""
 
     yaml_implicit_resolvers = {
-        first: [(tag, regexp) for tag, regexp in resolvers
-                if tag not in ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:int",
-                               "tag:yaml.org,2002:float", "tag:yaml.org,2002:timestamp")]
+        first: [
+            (tag, regexp)
+            for tag, regexp in resolvers
+            if tag
+            not in (
+                "tag:yaml.org,2002:bool",
+                "tag:yaml.org,2002:int",
+                "tag:yaml.org,2002:float",
+                "tag:yaml.org,2002:timestamp",
+            )
+        ]
         for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
     }
 
@@ -73,8 +87,8 @@ class _Loader(yaml.SafeLoader):
         self._depth += 1
         try:
             if self._depth > MAX_DEPTH:
-                raise yaml.composer.ComposerError(None, None, f"nested deeper than {MAX_DEPTH} levels",
-                                                  self.peek_event().start_mark)
+                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]  # untyped in the stubs
+                raise yaml.composer.ComposerError(None, None, f"nested deeper than {MAX_DEPTH} levels", mark)
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
@@ -84,17 +98,23 @@ class _Loader(yaml.SafeLoader):
         return int(text) if len(text) <= MAX_DIGITS else text
 
 
-_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
-                              list("tTfF"))
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
 _Loader.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(r"^[-+]?[0-9]+$"), list("-+0123456789"))
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
-    re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
-    list("-+0123456789."))
+    re.compile(
+        r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+    ),
+    list("-+0123456789."),
+)
 _Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
 # An explicitly tagged date is still refused: the config has no dates, and PyYAML raises on 2024-02-30.
-_Loader.add_constructor("tag:yaml.org,2002:timestamp",  # the stub types it for loaders of its own only
-                        _Loader.construct_undefined)  # type: ignore[type-var]
+_Loader.add_constructor(
+    "tag:yaml.org,2002:timestamp",  # the stub types it for loaders of its own only
+    _Loader.construct_undefined,
+)  # type: ignore[type-var]
 
 
 def parse_yaml(text: str) -> Any:
@@ -109,8 +129,10 @@ def parse_yaml(text: str) -> Any:
     except (ValueError, TypeError, ArithmeticError, RecursionError) as err:
         raise FileProblem(f"invalid YAML value: {str(err)[:200]}; fix the value") from None
     if _expanded_size(data) > MAX_NODES:
-        raise FileProblem(f"the document expands to more than {MAX_NODES} values through its aliases; "
-                          "write the values out instead of nesting aliases")
+        raise FileProblem(
+            f"the document expands to more than {MAX_NODES} values through its aliases; "
+            "write the values out instead of nesting aliases"
+        )
     return data
 
 

@@ -6,15 +6,16 @@ when the port accepts: a restarted MySQL is noticed within one knock gap, for le
 probing at the retry interval. A knock that connects counts as an aborted connect in MySQL,
 once per outage; the login that follows at once resets the host's error count.
 """
+
 from __future__ import annotations
 
 import errno
 import socket
+from collections.abc import Callable, Sequence
 from enum import Enum
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from launcher.config import DatabaseConfig
-
 
 # A name with more addresses than this is not knocked on (a knock must stay cheap, and a
 # knock on some of them could not stand for the login, which tries them all): it is probed.
@@ -31,8 +32,10 @@ Knock = Callable[[], Port]
 
 
 def knocker(db: DatabaseConfig, timeout: float) -> Knock | None:
-    """Resolved once, as PyMySQL resolves once per login; None when the name does not resolve
-    or has too many addresses."""
+    """Resolved once, as PyMySQL resolves once per login; None when the name does not resolve,
+    has too many addresses, or the DB is reached through a unix socket."""
+    if db.socket:
+        return None
     try:
         found = socket.getaddrinfo(db.host, db.port, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError):

@@ -1,4 +1,5 @@
 """The two libc calls the standard library has no wrapper for."""
+
 from __future__ import annotations
 
 import ctypes
@@ -14,7 +15,7 @@ def _libc() -> ctypes.CDLL:
 def become_subreaper() -> bool:
     """Adopt orphaned descendants even when not PID 1, so none outlives the launcher."""
     try:
-        return _libc().prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+        return bool(_libc().prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
     except (OSError, AttributeError):
         return False
 
@@ -23,6 +24,6 @@ def one_malloc_arena() -> bool:
     """glibc gives each thread that allocates an arena of its own; the watcher threads'
     arenas held 0.3 MB for a few short allocations each second. One arena for all."""
     try:
-        return _libc().mallopt(M_ARENA_MAX, 1) == 1
+        return bool(_libc().mallopt(M_ARENA_MAX, 1) == 1)
     except (OSError, AttributeError):
         return False  # not glibc (musl has no arenas)

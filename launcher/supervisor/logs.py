@@ -9,13 +9,14 @@ Nothing masks secrets here: the password is a `Secret` that no message formats. 
 its every occurrence in every line would garble the log (a password `1` turns
 127.0.0.1 into ***27.0.0.***) and so give a short password away.
 """
+
 from __future__ import annotations
 
 import json
 import os
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 

@@ -4,6 +4,7 @@ The launcher lives as long as its container, so what it imports stays resident; 
 (4 MB) bought it nothing that these few lines don't: it waits on a handful of pipes and
 sockets and runs short callbacks, and its blocking work runs in threads (watchers.py).
 """
+
 from __future__ import annotations
 
 import heapq
@@ -13,7 +14,7 @@ import signal
 import socket
 import time
 from collections import deque
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 Callback = Callable[[], object]  # what a callback returns is ignored
 
@@ -182,8 +183,9 @@ def _dispatch(events: list[tuple[selectors.SelectorKey, int]]) -> None:
 
 
 def _signals(data: bytes) -> Iterable[int]:
-    """Each signal once per wake-up: a burst of SIGCHLD is one reaping pass."""
-    return dict.fromkeys(byte for byte in data if byte)
+    """Every signal delivered, in order: three SIGTTIN in one wake-up are three more workers.
+    (The kernel itself merges a signal sent while the same one is pending.)"""
+    return (byte for byte in data if byte)
 
 
 def _ignore(signum: int, frame: object) -> None:

@@ -1,4 +1,4 @@
-"""While no worker serves, answer on the held socket: 503, a JSON reason, Retry-After.
+"""While no worker serves, answer on the held socket: 503, the reason, Retry-After.
 
 A client then gets a fast, honest answer instead of a refused connection or a hang
 in the backlog. Every connection is bounded in size and time, and the number of
@@ -8,16 +8,16 @@ idle, half-sent or churning connections can shut a real client out. When the
 descriptor table is full all the same, a reserve descriptor lets the launcher accept
 and close (nginx's trick) instead of spinning on a listener that stays readable.
 """
+
 from __future__ import annotations
 
 import errno
-import json
 import os
 import re
 import resource
 import select
 import socket
-from typing import Callable
+from collections.abc import Callable
 
 from launcher.supervisor.loop import Loop, Timer
 
@@ -35,11 +35,11 @@ _OUT_OF_FDS = (errno.EMFILE, errno.ENFILE)
 _OUT_OF_MEMORY = (errno.ENOBUFS, errno.ENOMEM)
 
 
-def response(reason: str, retry_after: int) -> bytes:
-    body = json.dumps({"status": "unavailable", "detail": reason}).encode()
+def response(page: tuple[str, bytes], retry_after: int) -> bytes:
+    content_type, body = page
     head = (
         "HTTP/1.1 503 Service Unavailable\r\n"
-        "Content-Type: application/json\r\n"
+        f"Content-Type: {content_type}\r\n"
         f"Content-Length: {len(body)}\r\n"
         f"Retry-After: {retry_after}\r\n"
         "Connection: close\r\n\r\n"
@@ -104,7 +104,7 @@ class _Client:
             if len(self.head) >= HEAD_LIMIT:
                 self.close()
             return
-        answer = response(self.owner.reason(), self.owner.retry_after)
+        answer = response(self.owner.page(), self.owner.retry_after)
         try:
             sent = self.conn.send(answer)  # a fresh socket's buffer holds it whole
             self.conn.shutdown(socket.SHUT_WR)
@@ -130,11 +130,17 @@ class Unavailable:
     """Accepts on a dup of the held socket while switched on; switching is synchronous,
     so the launcher stops accepting in the same loop turn in which it starts a worker."""
 
-    def __init__(self, loop: Loop, listener: socket.socket, reason: Callable[[], str],
-                 warn: Callable[[str], None] = lambda message: None, retry_after: int = 1,
-                 answered_one: Callable[[], None] = lambda: None) -> None:
+    def __init__(
+        self,
+        loop: Loop,
+        listener: socket.socket,
+        page: Callable[[], tuple[str, bytes]],
+        warn: Callable[[str], None] = lambda message: None,
+        retry_after: int = 1,
+        answered_one: Callable[[], None] = lambda: None,
+    ) -> None:
         self.loop = loop
-        self.reason = reason
+        self.page = page  # (content type, body)
         self.answered_one = answered_one  # told of each 503: the shell hurries the DB probe
         self.retry_after = retry_after
         self.cap = connection_cap()
@@ -170,8 +176,9 @@ class Unavailable:
         kernel would reset them at close, though their clients believe they are connected."""
         self.set(True)
         self._accept()
-        self.loop.run(until=lambda: not self.connections() and not _queued(self._sock),
-                      deadline=self.loop.time() + timeout)
+        self.loop.run(
+            until=lambda: not self.connections() and not _queued(self._sock), deadline=self.loop.time() + timeout
+        )
         self.set(False)
 
     def close(self) -> None:
@@ -241,9 +248,11 @@ class Unavailable:
             return
         self._fd_warned_at = now
         soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-        self._warn(f"cannot accept connections: {err.strerror} (limit {soft} descriptors, "
-                   f"{self._shed} connections closed unanswered so far); raise the limit (ulimit -n, "
-                   "docker run --ulimit nofile=...) or find what holds the descriptors")
+        self._warn(
+            f"cannot accept connections: {err.strerror} (limit {soft} descriptors, "
+            f"{self._shed} connections closed unanswered so far); raise the limit (ulimit -n, "
+            "docker run --ulimit nofile=...) or find what holds the descriptors"
+        )
 
     def _pause(self) -> None:
         """Stop polling the listener for a moment: it stays readable while the accept fails."""

@@ -1,47 +1,43 @@
-"""A worker: uvicorn run programmatically on sockets the launcher hands over.
+"""A worker: uvicorn run programmatically on the public socket the launcher holds.
 
-Running uvicorn from our own entry (not its CLI) lets a worker serve the shared public
-socket and a private one that only the launcher talks to (liveness), and report
-readiness on a pipe the instant uvicorn's startup completes. A worker is forked from the
-template (template.py) with the app already imported, or, as a fallback, started cold
-with `python -m launcher.worker.serve`, which imports the app itself.
+Running uvicorn from our own entry (not its CLI) lets a worker serve the shared socket,
+talk to the launcher on its private channel (channel.py), and say it is ready the instant
+uvicorn's startup completes. A worker is forked from the template (template.py) with the
+app already imported, or, as a fallback, started cold with `python -m launcher.worker.serve`,
+which imports the app itself.
 """
+
 from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
-import os
 import socket
 import sys
 
 import uvicorn
 
+from launcher.worker.channel import Channel
+from launcher.worker.settings import STARTUP_ERRORS, Settings
+
 ACCEPTED_GRACE = 0.2
 STARTUP_FAILURE = 3  # uvicorn's own exit code when the app fails to start
 
 
-class _HideLauncherChecks(logging.Filter):
-    """Liveness checks come over the private unix socket, which has no client address;
-    keep them out of the access log, where they would drown the real requests."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        args = record.args
-        return not (isinstance(args, tuple) and args and not args[0])
-
-
 class NotifyingServer(uvicorn.Server):
-    """A uvicorn server that writes one line to `notify_fd` once it accepts requests."""
+    """A uvicorn server that tells the launcher on its channel once it accepts requests."""
 
-    def __init__(self, config: uvicorn.Config, notify_fd: int) -> None:
+    def __init__(self, config: uvicorn.Config, channel: Channel) -> None:
         super().__init__(config)
-        self.notify_fd = notify_fd
+        self.channel = channel
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets=sockets)
         if self.started:
-            os.write(self.notify_fd, b"ready\n")
-            os.close(self.notify_fd)
+            self.channel.attach(self.config.loaded_app, self.lifespan.state, self.config.root_path, self.stop)
+            self.channel.serving()
+
+    def stop(self) -> None:
+        self.should_exit = True
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         """Stop accepting, then let connections accepted just before the stop have their
@@ -71,43 +67,42 @@ def name_process(name: str) -> None:
         pass
 
 
-def app_config(app: str, log_level: str, access_log: bool) -> uvicorn.Config:
-    """The uvicorn config with the app imported: the slow part, done once in the template."""
-    sys.path.insert(0, os.getcwd())
-    config = uvicorn.Config(app, log_level=log_level, access_log=access_log, lifespan="on")
-    logging.getLogger("uvicorn.access").addFilter(_HideLauncherChecks())
-    config.load()
-    return config
-
-
-def serve(config: uvicorn.Config, fds: list[int], notify_fd: int) -> int:
+def serve(config: uvicorn.Config, listener: int, channel: Channel) -> int:
     """Serve until stopped; the exit code for the launcher. socket.socket(fileno=...) reads
     the family from the fd, unlike uvicorn's own --fd, which assumes AF_UNIX."""
-    server = NotifyingServer(config, notify_fd)
-    server.run(sockets=[socket.socket(fileno=fd) for fd in fds])
-    return 0 if server.started else STARTUP_FAILURE
+    server = NotifyingServer(config, channel)
+    try:
+        server.run(sockets=[socket.socket(fileno=listener)])
+    except SystemExit:
+        pass  # uvicorn's way to say the app failed to start
+    if not server.started:
+        channel.failed(STARTUP_ERRORS.text())
+        return STARTUP_FAILURE
+    return 0
 
 
-def app_arguments(prog: str) -> argparse.ArgumentParser:
-    """What a worker and the template both take: the app and uvicorn's logging."""
+def arguments(prog: str) -> argparse.ArgumentParser:
+    """What a worker and the template both take: the server settings and the fds handed over."""
     parser = argparse.ArgumentParser(prog=prog)
-    parser.add_argument("app", help="ASGI app as module:attribute")
-    parser.add_argument("--log-level", default="info")
-    parser.add_argument("--no-access-log", action="store_true")
+    parser.add_argument("--settings", required=True, help="the config's server section, as JSON")
+    parser.add_argument(
+        "--fd", type=int, action="append", required=True, help="the public listening socket, then the private channel"
+    )
     return parser
 
 
-def parse(argv: list[str]) -> argparse.Namespace:
-    parser = app_arguments("python -m launcher.worker.serve")
-    parser.add_argument("--fd", type=int, action="append", required=True, help="listening socket to serve")
-    parser.add_argument("--notify-fd", type=int, required=True, help="pipe to report readiness on")
-    return parser.parse_args(argv)
-
-
 def main(argv: list[str]) -> int:
-    args = parse(argv)
+    args = arguments("python -m launcher.worker.serve").parse_args(argv)
     name_process("worker")
-    return serve(app_config(args.app, args.log_level, not args.no_access_log), args.fd, args.notify_fd)
+    listener, channel_fd = args.fd
+    channel = Channel(channel_fd)
+    channel.hello()
+    try:
+        config = Settings.parse(args.settings).uvicorn_config()
+    except BaseException as err:  # any failure to import the app, SystemExit from uvicorn included
+        channel.failed(f"{type(err).__name__}: {err}")
+        raise
+    return serve(config, listener, channel)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The template: imports the app once, then forks workers when the launcher asks.
+"""The template: imports the app once, then forks workers and prestart steps when asked.
 
 A new worker then pays for uvicorn's startup only (tens of milliseconds), not for the
 app's import (~1 s here). The template opens no DB connection, starts no thread and runs
@@ -9,22 +9,16 @@ Workers must be the launcher's children (one reaper, one place that signals, not
 left behind), so each is forked twice: the template forks a go-between, which forks the
 worker and exits at once. The orphaned worker is re-parented to the launcher, which is
 PID 1 or a child subreaper. The worker starts a session of its own, so the launcher
-stops it by its process group.
+stops it by its process group, and says its pid itself on its own channel: the template
+may die before it could.
 
-Protocol on the control socket (SOCK_SEQPACKET, one message each; words apart by NUL):
-  template -> launcher  b"warm" | b"cold <why>"          once, after the import
-  launcher -> template  b"fork\0<name>" + fds [private listener, ready pipe]: a worker
-  launcher -> template  b"run\0<name>\0<module>\0<args>...": a prestart step `python -m module`
-  template -> launcher  b"forked <name> <pid>"
-A prestart step forked from here skips the interpreter's start and the imports the app
-already made (the migration check: ~0.3 s as a process of its own, ~20 ms forked).
 A template that has threads at fork time cannot fork safely (a lock held by another
 thread stays held in the child forever): it says `cold`, and the launcher starts each
-worker cold instead.
+worker cold instead. The messages are in launcher/wire.py.
 """
+
 from __future__ import annotations
 
-import argparse
 import gc
 import os
 import runpy
@@ -33,11 +27,15 @@ import socket
 import sys
 import threading
 import traceback
-from typing import Callable
+from collections.abc import Callable
 
-from launcher.worker.serve import app_arguments, app_config, name_process, serve
+import uvicorn
 
-MAX_MESSAGE = 65536
+from launcher import wire
+from launcher.worker.channel import Channel
+from launcher.worker.digest import Recorder
+from launcher.worker.serve import arguments, name_process, serve
+from launcher.worker.settings import STARTUP_ERRORS, Settings
 
 
 def other_threads() -> str:
@@ -49,36 +47,30 @@ def other_threads() -> str:
     return f"{native} native threads" if native > 0 else ""
 
 
-def double_fork(become: Callable[[], int], control: socket.socket, name: str) -> int:
-    """Run `become` in a grandchild whose go-between exits at once; return the grandchild's pid.
-    The grandchild never returns into the template's loop, whatever happens."""
-    read_pid, write_pid = os.pipe()
+def double_fork(become: Callable[[], int], close: list[int], name: str) -> None:
+    """Run `become` in a grandchild whose go-between exits at once. The grandchild closes
+    what it must not hold and never returns into the template's loop, whatever happens."""
     between = os.fork()
     if between == 0:
         try:
-            child = os.fork()
-            if child == 0:
+            if os.fork() == 0:
                 code = 1
                 try:
-                    os.close(read_pid)
-                    os.close(write_pid)
-                    control.close()
+                    for fd in close:
+                        os.close(fd)
                     os.setsid()
                     name_process(name)
                     signal.signal(signal.SIGTERM, signal.SIG_DFL)
                     code = become()
-                except SystemExit as done:  # uvicorn's way to say the app failed to start (3)
-                    code = _exit_code(done)
+                except SystemExit as done:
+                    code = exit_code(done)
+                except BaseException:
+                    traceback.print_exc()
                 finally:
                     os._exit(code)
-            os.write(write_pid, str(child).encode())
         finally:
             os._exit(0)
-    os.close(write_pid)
-    pid = os.read(read_pid, 32)
-    os.close(read_pid)
     os.waitpid(between, 0)
-    return int(pid)
 
 
 def run_module(argv: list[str]) -> int:
@@ -91,53 +83,91 @@ def run_module(argv: list[str]) -> int:
     except SystemExit as done:
         if isinstance(done.code, str):
             print(done.code, file=sys.stderr)
-        return _exit_code(done)
+        return exit_code(done)
     except BaseException:
         traceback.print_exc()
         return 1
     return 0
 
 
-def _exit_code(done: SystemExit) -> int:
+def exit_code(done: SystemExit) -> int:
     return done.code if isinstance(done.code, int) else 0 if done.code is None else 1
 
 
-def parse(argv: list[str]) -> argparse.Namespace:
-    parser = app_arguments("python -m launcher.worker.template")
-    parser.add_argument("--fd", type=int, required=True, help="the public listening socket")
-    parser.add_argument("--control-fd", type=int, required=True, help="the control socket to the launcher")
-    return parser.parse_args(argv)
+class Template:
+    def __init__(self, config: uvicorn.Config, listener: int, control: socket.socket) -> None:
+        self.config = config
+        self.listener = listener
+        self.control = control
+
+    def worker(self, fd: int) -> Callable[[], int]:
+        def become() -> int:
+            channel = Channel(fd)
+            channel.hello()
+            return serve(self.config, self.listener, channel)
+
+        return become
+
+    def step(self, fd: int, argv: list[str]) -> Callable[[], int]:
+        def become() -> int:
+            os.close(self.listener)  # a step holds only what it needs: not the public socket
+            Channel(fd).hello()
+            return run_module(argv)
+
+        return become
+
+    def serve_requests(self) -> int:
+        """Fork what the launcher asks for, until it closes the channel."""
+        while True:
+            message, fds, closed = wire.receive(self.control, max_fds=1)
+            if closed:
+                return 0  # the launcher is gone, or retires us
+            try:
+                self.fork(message, fds)
+            except OSError as err:  # the launcher sees the new process's channel close: it never started
+                print(f"template: cannot fork: {err}", file=sys.stderr)
+            finally:
+                for fd in fds:
+                    os.close(fd)
+
+    def fork(self, message: wire.Message | None, fds: list[int]) -> None:
+        if message is None or len(fds) != 1:
+            return
+        match message.kind:
+            case "fork":
+                double_fork(self.worker(fds[0]), [self.control.fileno()], "worker")
+            case "run":
+                double_fork(self.step(fds[0], list(message.words[1:])), [self.control.fileno()], "step")
 
 
 def main(argv: list[str]) -> int:
-    args = parse(argv)
+    args = arguments("python -m launcher.worker.template").parse_args(argv)
     name_process("template")
-    control = socket.socket(fileno=args.control_fd)
-    config = app_config(args.app, args.log_level, not args.no_access_log)
+    listener, control_fd = args.fd
+    control = socket.socket(fileno=control_fd)
+    settings = Settings.parse(args.settings)
+    recorder = Recorder(settings.app_dir)
+    try:
+        with recorder.recording():
+            config = settings.uvicorn_config()
+    except SystemExit:  # uvicorn logged why (the module or attribute is not there)
+        wire.send(control, wire.encode("failed", STARTUP_ERRORS.text() or "the app could not be loaded"))
+        return 1
+    except BaseException:  # the app's own import failed: its traceback, printed once
+        text = traceback.format_exc()
+        print(text, file=sys.stderr, end="")
+        wire.send(control, wire.encode("failed", text))
+        return 1
+    digest = recorder.digest()
     unsafe = other_threads()
     if unsafe:
-        control.send(f"cold {unsafe}".encode()[:MAX_MESSAGE])
-        control.recv(MAX_MESSAGE)  # wait to be retired; an EOF means the launcher is gone
+        wire.send(control, wire.encode("cold", digest, unsafe))
+        control.recv(1)  # wait to be retired; an EOF means the launcher is gone
         return 0
     gc.freeze()
-    control.send(b"warm")
-    while True:
-        message, fds, _, _ = socket.recv_fds(control, MAX_MESSAGE, 2)
-        if not message:
-            return 0  # the launcher closed the channel: it is gone, or retiring us
-        kind, name, *words = message.decode().split("\0")
-        try:
-            if kind == "fork" and len(fds) == 2:
-                listener, private, ready = args.fd, fds[0], fds[1]
-                pid = double_fork(lambda: serve(config, [listener, private], ready), control, "worker")
-            elif kind == "run" and words:
-                pid = double_fork(lambda: run_module(words), control, "step")
-            else:
-                continue
-            control.send(f"forked {name} {pid}".encode())
-        finally:
-            for fd in fds:
-                os.close(fd)
+    wire.send(control, wire.encode("warm", digest))
+    return Template(config, listener, control).serve_requests()
+
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

@@ -1,5 +1,6 @@
 """One interface for the MySQL faults, two backends: the suite's own MariaDB process
 (always), and the `mysql` service of compose.yaml through the docker SDK (`-m docker`)."""
+
 from __future__ import annotations
 
 from typing import Protocol
@@ -89,7 +90,8 @@ class DockerFaults:
     def note_ids(self) -> set[int]:
         db, user, pw = self.env["MYSQL_DATABASE"], self.env["MYSQL_USER"], self.env["MYSQL_PASSWORD"]
         result = self.container.exec_run(  # type: ignore[attr-defined]
-            ["mysql", "-N", "-u", user, f"-p{pw}", db, "-e", "SELECT id FROM notes"])
+            ["mysql", "-N", "-u", user, f"-p{pw}", db, "-e", "SELECT id FROM notes"]
+        )
         return {int(line) for line in result.output.decode().split()}
 
     def close(self) -> None:

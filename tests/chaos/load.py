@@ -1,4 +1,5 @@
 """A continuous, bounded client load (reads and note writes) that records what each request saw."""
+
 from __future__ import annotations
 
 import errno
@@ -22,7 +23,6 @@ class Outcome:
     result: str  # an HTTP status as text, or refused / reset / hang / error:...
     note_id: int | None = None
     connecting: float | None = None  # when the TCP connect began, if it did
-
 
     @property
     def took(self) -> float:
@@ -50,7 +50,7 @@ class Load:
     _threads: list[threading.Thread] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def __enter__(self) -> "Load":
+    def __enter__(self) -> Load:
         for n in range(self.clients):
             thread = threading.Thread(target=self._run, args=(n,), daemon=True)
             self._threads.append(thread)
@@ -88,8 +88,7 @@ class Load:
         body = {"text": text} if method == "POST" else None
         try:
             with httpx.Client(timeout=REQUEST_TIMEOUT) as client:
-                response = client.request(method or "GET", self.base_url + url, json=body,
-                                          extensions={"trace": trace})
+                response = client.request(method or "GET", self.base_url + url, json=body, extensions={"trace": trace})
             note = response.json().get("id") if response.status_code == 201 else None
             result = str(response.status_code)
         except httpx.HTTPError as err:

@@ -1,5 +1,6 @@
 """A TCP proxy in front of MySQL whose path the test can black-hole: connections are
 accepted and data is held, nothing is forwarded, as when a network drops packets."""
+
 from __future__ import annotations
 
 import select

@@ -7,14 +7,15 @@ get 200/201/503 within 3 s; requests in flight at the SIGTERM must complete; eve
 acknowledged note must be readable; nothing may be left behind; the launcher's fds
 and memory must not grow.
 """
+
 from __future__ import annotations
 
 import os
 import signal
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import psutil
 import pytest
@@ -66,7 +67,7 @@ class Watch:
     growth: tuple[int, int] = (0, 0)  # RSS bytes and fds gained over the fault cycles
 
     @classmethod
-    def begin(cls, service: Launcher) -> "Watch":
+    def begin(cls, service: Launcher) -> Watch:
         proc = psutil.Process(service.pid)
         return cls(service, set(), proc.memory_info().rss, proc.num_fds(), [])
 
@@ -90,8 +91,9 @@ def local_faults(mariadb: MariaDB) -> Iterator[LocalFaults]:
     faults.close()
 
 
-def run_scenario(service: Launcher, load: Load, inject: Callable[[], float | None], heal: Callable[[], None],
-                 hold: float) -> tuple[Watch, float]:
+def run_scenario(
+    service: Launcher, load: Load, inject: Callable[[], float | None], heal: Callable[[], None], hold: float
+) -> tuple[Watch, float]:
     """REPEATS fault/recovery cycles, then SIGTERM in the middle of one more fault.
     `inject` returns the moment a fault began to cut connections in flight, if it does."""
     watch = Watch.begin(service)
@@ -119,6 +121,7 @@ def check(outcomes: list[Outcome], stop_at: float, cut: list[tuple[float, float]
     connected before and still open during a window in `cut`: a child that dies takes the
     connections it had accepted along, and nobody can answer those. Requests that connect
     after the launcher exited are refused, rightly."""
+
     def excused(o: Outcome) -> bool:
         return o.connecting is not None and any(o.connecting <= end and o.ended >= start for start, end in cut)
 
@@ -144,12 +147,14 @@ def check_aftermath(watch: Watch, load: Load, note_ids: set[int]) -> None:
 
 
 def db_scenario(launcher: Start, faults: DbFaults, fault: DbFault, policy: str, workers: int = 1) -> None:
-    service = launcher(env={**faults.env, **CHAOS_ENV, "LAUNCHER_ON_DB_LOSS": policy,
-                            "LAUNCHER_SERVER_WORKERS": str(workers)})
+    service = launcher(
+        env={**faults.env, **CHAOS_ENV, "LAUNCHER_ON_DB_LOSS": policy, "LAUNCHER_SERVER_WORKERS": str(workers)}
+    )
     service.wait_status(200)
     with Load(service.url) as load:
-        watch, stop_at = run_scenario(service, load, lambda: fault.inject(faults), lambda: fault.heal(faults),
-                                      fault.hold)
+        watch, stop_at = run_scenario(
+            service, load, lambda: fault.inject(faults), lambda: fault.heal(faults), fault.hold
+        )
     check(load.snapshot(), stop_at, [], service.log())
     check_aftermath(watch, load, faults.note_ids())
     print(f"recovery after the fault ended: {', '.join(f'{r:.2f}s' for r in watch.recoveries)}")
@@ -157,12 +162,14 @@ def db_scenario(launcher: Start, faults: DbFaults, fault: DbFault, policy: str, 
 
 @pytest.mark.parametrize(("policy", "workers"), [("restart", 1), ("swap", 1), ("swap", 2)])
 @pytest.mark.parametrize("fault", list(DB_FAULTS))
-def test_mysql_fault_under_load(launcher: Start, local_faults: LocalFaults, fault: str, policy: str,
-                                workers: int) -> None:
+def test_mysql_fault_under_load(
+    launcher: Start, local_faults: LocalFaults, fault: str, policy: str, workers: int
+) -> None:
     db_scenario(launcher, local_faults, DB_FAULTS[fault], policy, workers)
 
 
 # Child faults --------------------------------------------------------------------------
+
 
 def _kill_child(service: Launcher, sig: signal.Signals) -> float:
     os.kill(service.server_pid(), sig)
@@ -176,14 +183,15 @@ def _kill_template(service: Launcher) -> None:
 
 def _exit_child_0(service: Launcher) -> float:
     import httpx
+
     httpx.get(service.url + "/__exit/0", timeout=5)
     return time.monotonic()
 
 
 def _reload(service: Launcher) -> None:
-    reloads = service.log().count("retiring the old one")
+    reloads = service.log().count("reload done")
     service.signal(signal.SIGHUP)
-    wait_until(lambda: service.log().count("retiring the old one") > reloads, 20, what="the new set serving")
+    wait_until(lambda: service.log().count("reload done") > reloads, 20, what="the new set serving")
 
 
 CHILD_FAULTS: dict[str, Callable[[Launcher], float | None]] = {
@@ -216,9 +224,11 @@ def test_child_fault_under_load(launcher: Start, local_faults: LocalFaults, faul
 
 # The same scenarios against compose.yaml's mysql service -------------------------------
 
+
 def _compose_mysql() -> DockerFaults:
     try:
         import docker  # type: ignore[import-untyped]  # the optional Docker backend
+
         client = docker.from_env()
         client.ping()
     except Exception as err:  # the SDK raises several types when no engine answers

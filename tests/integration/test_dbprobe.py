@@ -1,4 +1,5 @@
 """Each probe failure is classified from what a real MariaDB does, and bounded in time."""
+
 from __future__ import annotations
 
 import datetime
@@ -6,9 +7,10 @@ import importlib.util
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -22,8 +24,7 @@ from localdb.server import MariaDB, free_port
 
 
 def target(db: MariaDB, **kw: Any) -> DatabaseConfig:
-    base = DatabaseConfig(host="127.0.0.1", port=db.port, user=db.user, password=Secret(db.password),
-                          name=db.database)
+    base = DatabaseConfig(host="127.0.0.1", port=db.port, user=db.user, password=Secret(db.password), name=db.database)
     return replace(base, **kw)
 
 
@@ -76,11 +77,13 @@ def test_login_method_the_client_cannot_do_is_named_not_a_crash(mariadb: MariaDB
 def test_a_server_that_is_not_mysql_is_a_protocol_failure_not_a_crash() -> None:
     """Another service on the port may greet with bytes PyMySQL cannot parse."""
     with socket.create_server(("127.0.0.1", 0)) as server:
+
         def greet_with_garbage() -> None:
             conn, _ = server.accept()
             with conn:
                 conn.sendall(b"\x05\x00\x00\x00\x0a\x01\x02\x03\x04")
                 conn.recv(1)
+
         threading.Thread(target=greet_with_garbage, daemon=True).start()
         result = probe(DatabaseConfig(host="127.0.0.1", port=server.getsockname()[1]), 2.0)
     assert (result.ok, result.reason) == (False, "protocol")
@@ -91,12 +94,22 @@ def self_signed(directory: Path) -> tuple[str, ...]:
     """A key and certificate for a TLS-enabled MariaDB, as MySQL 8 has by default."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localdb")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now)
-            .not_valid_after(now + datetime.timedelta(days=1)).sign(key, hashes.SHA256()))
-    (directory / "key.pem").write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()))
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    (directory / "key.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+        )
+    )
     (directory / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return (f"--ssl-key={directory / 'key.pem'}", f"--ssl-cert={directory / 'cert.pem'}")
 

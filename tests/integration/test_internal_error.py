@@ -1,5 +1,6 @@
 """A bug inside the running launcher is one log line and a documented exit code, and
 nothing it started is left running."""
+
 from __future__ import annotations
 
 import json
@@ -40,8 +41,15 @@ def servers() -> set[int]:
 def test_an_unexpected_error_is_one_line_exit_1_and_nothing_left(mariadb: MariaDB, fmt: str) -> None:
     before = servers()
     env = {**os.environ, **FAST, **mariadb.env, "LAUNCHER_LOG_FORMAT": fmt, "LAUNCHER_SERVER_PORT": "0"}
-    done = subprocess.run([sys.executable, "-c", FAULTY], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=60, stdin=subprocess.DEVNULL)
+    done = subprocess.run(
+        [sys.executable, "-c", FAULTY],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
     assert done.returncode == 1, done.stderr
     assert "Traceback" not in done.stderr
     errors = [line for line in done.stderr.splitlines() if "internal error" in line]

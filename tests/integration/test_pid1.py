@@ -1,11 +1,12 @@
 """PID 1 duties, tested for real: `unshare --pid --fork --mount-proc` makes the launcher PID 1."""
+
 from __future__ import annotations
 
 import shutil
 import signal
 import subprocess
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import psutil
 import pytest
@@ -82,7 +83,7 @@ def test_sigint_stops_pid_1_with_exit_0(launcher: Start) -> None:
 def test_sigterm_right_after_start_is_not_lost_by_pid_1(launcher: Start) -> None:
     """PID 1 ignores a signal it has no handler for: one sent before the handlers exist must wait."""
     service = launcher(config=TEST_APP, prefix=PID_NAMESPACE)
-    service.pid  # the launcher exists; it is still importing its modules, with no handler yet
+    assert service.pid  # the launcher exists; it is still importing its modules, with no handler yet
     time.sleep(0.15)
     service.signal(signal.SIGTERM)
     assert service.wait_exit(20) == 0

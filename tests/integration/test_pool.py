@@ -1,14 +1,16 @@
 """A pool of workers forked from a warm template, as users see it: through HTTP, signals,
 exit codes and the process table."""
+
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import httpx
 import psutil
@@ -19,6 +21,10 @@ from tests.support import Launcher, alive, wait_until
 
 Start = Callable[..., Launcher]
 APP = "server:\n  app: tests.apps:controllable\n  workers: {workers}\nprestart:\n  steps: []\n"
+
+
+def workers_are(service: Launcher, count: int) -> bool:
+    return len(service.workers()) == count
 
 
 def pool(launcher: Start, workers: int = 2, **kw: object) -> Launcher:
@@ -42,7 +48,7 @@ class Poller(threading.Thread):
             self.seen.append(self.service.status(self.path))
             time.sleep(0.02)
 
-    def __enter__(self) -> "Poller":
+    def __enter__(self) -> Poller:
         self.start()
         return self
 
@@ -91,11 +97,17 @@ def test_killed_template_is_rebuilt_while_the_workers_serve(launcher: Start) -> 
     victim = service.workers()[0].pid
     os.kill(victim, signal.SIGKILL)
     killed = time.monotonic()
-    wait_until(lambda: len(service.workers()) == 2 and victim not in [p.pid for p in service.workers()], 10,
-               what="the replacement from the new template")
+    wait_until(
+        lambda: len(service.workers()) == 2 and victim not in [p.pid for p in service.workers()],
+        10,
+        what="the replacement from the new template",
+    )
     assert time.monotonic() - killed < 2.0
-    wait_until(lambda: "forked from the template" in service.log().split("template 4 ready")[1], 5,
-               what="the replacement forked from the new template")
+    wait_until(
+        lambda: "forked from template 4" in service.log().split("template 4 ready")[1],
+        5,
+        what="the replacement forked from the new template",
+    )
 
 
 def test_sigttin_adds_a_worker_and_sigttou_removes_one(launcher: Start) -> None:
@@ -104,14 +116,14 @@ def test_sigttin_adds_a_worker_and_sigttou_removes_one(launcher: Start) -> None:
     wait_until(lambda: len(service.workers()) == 3, 10, what="a third worker")
     for left in (2, 1):  # one signal at a time: the kernel merges a signal sent again while pending
         service.signal(signal.SIGTTOU)
-        wait_until(lambda: len(service.workers()) == left, 20, what=f"{left} workers left")
+        wait_until(functools.partial(workers_are, service, left), 20, what=f"{left} workers left")
     service.signal(signal.SIGTTOU)
     service.wait_log("one is the least")
     assert len(service.workers()) == 1, "never fewer than one"
     assert service.status("/api/pid") == 200
 
 
-VERSIONED = '''
+VERSIONED = """
 async def app(scope, receive, send):
     if scope["type"] == "lifespan":
         while True:
@@ -123,13 +135,15 @@ async def app(scope, receive, send):
                 return
     await send({{"type": "http.response.start", "status": 200, "headers": []}})
     await send({{"type": "http.response.body", "body": b"{version}"}})
-'''
+"""
 
 
 def test_sighup_under_load_serves_the_new_code_without_a_refused_request(launcher: Start, tmp_path: Path) -> None:
     (tmp_path / "versioned.py").write_text(VERSIONED.format(version="one"))
-    service = launcher(config="server:\n  app: versioned:app\n  workers: 2\nprestart:\n  steps: []\n",
-                       env={"PYTHONPATH": str(tmp_path)})
+    service = launcher(
+        config="server:\n  app: versioned:app\n  workers: 2\nprestart:\n  steps: []\n",
+        env={"PYTHONPATH": str(tmp_path)},
+    )
     service.wait_status(200, "/")
     old = [p.pid for p in service.workers()]
     (tmp_path / "versioned.py").write_text(VERSIONED.format(version="two"))
@@ -142,8 +156,10 @@ def test_sighup_under_load_serves_the_new_code_without_a_refused_request(launche
 
 def test_a_reload_whose_code_fails_to_load_keeps_the_workers(launcher: Start, tmp_path: Path) -> None:
     (tmp_path / "versioned.py").write_text(VERSIONED.format(version="one"))
-    service = launcher(config="server:\n  app: versioned:app\n  workers: 2\nprestart:\n  steps: []\n",
-                       env={"PYTHONPATH": str(tmp_path)})
+    service = launcher(
+        config="server:\n  app: versioned:app\n  workers: 2\nprestart:\n  steps: []\n",
+        env={"PYTHONPATH": str(tmp_path)},
+    )
     service.wait_status(200, "/")
     (tmp_path / "versioned.py").write_text("raise ImportError('broken deploy')\n")
     service.signal(signal.SIGHUP)
@@ -151,9 +167,8 @@ def test_a_reload_whose_code_fails_to_load_keeps_the_workers(launcher: Start, tm
     assert {service.get("/").text for _ in range(10)} == {"one"}
 
 
-def test_db_loss_under_restart_at_two_workers_answers_503_then_all_come_back(launcher: Start,
-                                                                            mariadb: MariaDB) -> None:
-    service = launcher(config="server:\n  workers: 2\n", env={"LAUNCHER_ON_DB_LOSS": "restart"})
+def test_db_loss_under_restart_at_two_workers_answers_503_then_all_come_back(launcher: Start, mariadb: MariaDB) -> None:
+    service = launcher(env={"LAUNCHER_SERVER_WORKERS": "2", "LAUNCHER_ON_DB_LOSS": "restart"})
     service.wait_status(200)
     old = [p.pid for p in service.workers()]
     mariadb.stop()
@@ -165,7 +180,7 @@ def test_db_loss_under_restart_at_two_workers_answers_503_then_all_come_back(lau
 
 
 def test_db_outage_under_the_default_policy_keeps_no_db_routes_up(launcher: Start, mariadb: MariaDB) -> None:
-    service = launcher(config="server:\n  workers: 2\n")
+    service = launcher(env={"LAUNCHER_SERVER_WORKERS": "2"})
     service.wait_status(200)
     mariadb.stop()
     service.wait_log("database lost")
@@ -177,9 +192,10 @@ def test_db_outage_under_the_default_policy_keeps_no_db_routes_up(launcher: Star
     service.wait_status(200, timeout=30)
 
 
-def test_workers_that_served_through_an_outage_reconnect_before_any_client_asks(launcher: Start,
-                                                                              mariadb: MariaDB) -> None:
-    service = launcher(config="server:\n  workers: 2\n", env={"LAUNCHER_ON_DB_LOSS": "keep"})
+def test_workers_that_served_through_an_outage_reconnect_before_any_client_asks(
+    launcher: Start, mariadb: MariaDB
+) -> None:
+    service = launcher(env={"LAUNCHER_SERVER_WORKERS": "2", "LAUNCHER_ON_DB_LOSS": "keep"})
     service.wait_status(200)
     wait_until(lambda: len(service.workers()) == 2, 10, what="two workers")
     mariadb.stop()
@@ -220,26 +236,28 @@ def stopped_cleanly(service: Launcher) -> None:
         assert [f.result().status_code for f in pending] == [200] * 4
     assert service.wait_exit(20) == 0
     wait_until(lambda: not alive(descendants), 5, what="nothing left")
-    assert not [p for p in psutil.process_iter(["name"]) if p.info["name"] in ("worker", "template")
-                and p.pid in descendants]
+    assert not [
+        p for p in psutil.process_iter(["name"]) if p.info["name"] in ("worker", "template") and p.pid in descendants
+    ]
 
 
 def test_pools_too_large_for_max_connections_are_warned_about_once(launcher: Start) -> None:
-    service = launcher(config="server:\n  workers: 2\n", env={"API_DB_POOL_SIZE": "300"})
+    service = launcher(env={"LAUNCHER_SERVER_WORKERS": "2", "API_DB_POOL_SIZE": "300"})
     service.wait_status(200)
     service.wait_log("more than the server's max_connections=500")
     assert service.log().count("max_connections=") == 1
 
 
-def test_a_migration_runs_forked_from_the_ready_template_on_an_empty_database(launcher: Start,
-                                                                             mariadb: MariaDB) -> None:
-    mariadb.execute("DROP TABLE IF EXISTS app.notes")
-    mariadb.execute("DROP TABLE IF EXISTS app.alembic_version")
+def test_a_migration_runs_forked_from_the_ready_template_on_an_empty_database(
+    launcher: Start, mariadb: MariaDB
+) -> None:
+    for table in ("users", "notes", "alembic_version"):
+        mariadb.execute(f"DROP TABLE IF EXISTS app.{table}")
     mariadb.stop()
     service = launcher()
     service.wait_log("template 1 ready")
     mariadb.start()
     service.wait_status(200)
     assert "running prestart step 'migrate' (forked from the template)" in service.log()
-    assert mariadb.execute("SELECT version_num FROM app.alembic_version") == [("0001",)]
+    assert mariadb.execute("SELECT version_num FROM app.alembic_version") == [("0002",)]
     assert httpx.post(service.url + "/api/notes", json={"text": "migrated"}, timeout=5).status_code == 201

@@ -1,10 +1,11 @@
 """The launcher's own 503 while no child serves: fast, honest, and hard to exhaust."""
+
 from __future__ import annotations
 
 import socket
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import httpx
 import psutil
@@ -84,8 +85,11 @@ def flood_from_threads(port: int, seconds: float, payload: bytes, threads: int =
         worker.join()
 
 
-@pytest.mark.parametrize("payload", [b"GET /" + b"a" * 9000, b"GET /api/health HTTP/1.1\r\nHost: x\r\n\r\n"],
-                         ids=["half-sent heads", "complete requests"])
+@pytest.mark.parametrize(
+    "payload",
+    [b"GET /" + b"a" * 9000, b"GET /api/health HTTP/1.1\r\nHost: x\r\n\r\n"],
+    ids=["half-sent heads", "complete requests"],
+)
 def test_a_connection_flood_does_not_grow_the_launcher(launcher: Start, mariadb: MariaDB, payload: bytes) -> None:
     service = waiting_launcher(launcher, mariadb)
     time.sleep(1.0)

@@ -1,39 +1,42 @@
-"""The pool machine's invariants, checked after every step of every machine test."""
+"""The machine's invariants, checked after every step of every machine test."""
+
 from __future__ import annotations
 
-from launcher.config import Config, Policy
+from launcher.config import Policy
+from launcher.supervisor import events as ev
 from launcher.supervisor import machine as m
 
 
 def live_ids(s: m.State) -> list[int]:
     """Every process the state knows to be running, in whatever role."""
-    singles = [p.id for p in (s.template, s.candidate, s.prestart.running) if p is not None]
-    return singles + [w.id for w in s.workers] + [r.id for r in s.retiring]
+    o = s.observed
+    singles = [t.id for t in o.templates] + ([o.step.id] if o.step is not None else [])
+    return singles + [w.id for w in o.workers] + [r.id for r in o.retiring]
 
 
-def check(cfg: Config, before: m.State, s: m.State, actions: list[m.Action]) -> None:
+def check(before: m.State, s: m.State, actions: list[ev.Action]) -> None:
     known = live_ids(s)
-    assert len(known) == len(set(known)), f"a process in two roles: {s}"
-    assert s.size >= 1
-    assert sum(1 for w in s.workers if w.generation == s.generation) <= s.size
-    assert all(w.generation <= s.generation for w in s.workers)
-    if s.template is not None and s.candidate is not None:
-        assert s.candidate.code > s.template.code
-    retiring = {r.id for r in s.retiring}
-    step = s.prestart.running.id if s.prestart.running else None
+    cfg = m.config(s)
+    d = s.desired
+    assert len(known) == len(set(known)), f"a process in two roles: {s.observed}"
+    assert 1 <= d.target.size <= cfg.server.max_workers
+    assert sum(1 for w in s.observed.workers if w.generation == d.target.number and not w.doomed) <= d.target.size
+    retiring = {r.id for r in s.observed.retiring}
     for action in actions:
-        if isinstance(action, (m.StopProc, m.KillProc)):
-            assert action.proc in retiring or action.proc == step, f"{action} of a process not retiring"
-        if isinstance(action, m.StartWorker):
-            assert s.stopping is None
-            assert s.db.up or cfg.on_db_loss is not Policy.RESTART, "a worker started while the DB is down"
-            assert action.template is None or (s.template is not None and s.template.id == action.template
-                                                and s.template.ready), f"{action} from no ready template"
-        if isinstance(action, (m.StartTemplate, m.RunStep)):
-            assert s.stopping is None
-        if isinstance(action, m.Warm):
-            assert s.db.up and set(action.procs) <= {w.id for w in m.serving(s)}, f"{action} of no serving worker"
-        if isinstance(action, m.Exit):
-            assert s.done and not known, f"exit with processes left: {s}"
+        if isinstance(action, (ev.StopProc, ev.KillProc)):
+            assert action.proc in retiring, f"{action} of a process not retiring"
+        if isinstance(action, ev.StartWorker):
+            assert d.stop is None
+            assert s.observed.db.up or cfg.on_db_loss is not Policy.RESTART, "a worker started while the DB is down"
+            source = next((t for t in s.observed.templates if t.id == action.template), None)
+            assert action.template is None or (source is not None and source.ready and source.warm), (
+                f"{action} from no ready template"
+            )
+        if isinstance(action, (ev.StartTemplate, ev.RunStep)):
+            assert d.stop is None
+        if isinstance(action, ev.Warm):
+            assert s.observed.db.up and set(action.procs) <= {w.id for w in m.serving(s)}, f"{action}: not serving"
+        if isinstance(action, ev.Exit):
+            assert s.done and not known, f"exit with processes left: {s.observed}"
     if s.done:
-        assert not known and any(isinstance(a, m.Exit) for a in actions) or before.done
+        assert (not known and any(isinstance(a, ev.Exit) for a in actions)) or before.done

@@ -1,13 +1,13 @@
 """Config: every bad input gets one line naming the key, the value, its source and the fix."""
+
 from __future__ import annotations
 
 import os
+from dataclasses import fields, is_dataclass
 from pathlib import Path
 
 import pytest
 import yaml
-
-from dataclasses import fields, is_dataclass
 
 from launcher.config import Config, ConfigError, Policy, load, masked, parse_duration, validate
 from launcher.config.parsers import available_cpus
@@ -124,19 +124,30 @@ def test_masked_config_hides_the_password() -> None:
     assert "hunter2" not in repr(shown)
 
 
+# What the repository's config.yaml sets for its own service; every other value is the default.
+SERVICE_KEYS = {("server", "app"), ("server", "health_path"), ("prestart", "steps")}
+
+
 def test_config_yaml_holds_every_knob_with_its_default() -> None:
-    """The shipped file is the documentation of the defaults: it must list them all, unchanged."""
+    """The shipped file documents the defaults: it lists them all, unchanged but for the service's own."""
     data = yaml.safe_load((ROOT / "config.yaml").read_text())
-    assert validate(data) == Config()
+    shipped, defaults = validate(data), Config()
     for section in fields(Config):
         if is_dataclass(section.default):
             assert set(data[section.name]) == {knob.name for knob in fields(section.default)}, section.name
+            for knob in fields(section.default):
+                if (section.name, knob.name) not in SERVICE_KEYS:
+                    assert getattr(getattr(shipped, section.name), knob.name) == getattr(
+                        getattr(defaults, section.name), knob.name
+                    ), (section.name, knob.name)
     assert set(data) == {section.name for section in fields(Config)}
+    assert shipped.on_db_loss == defaults.on_db_loss and shipped.log == defaults.log
 
 
 def test_every_knob_has_a_comment() -> None:
     for line in (ROOT / "config.yaml").read_text().splitlines():
-        if line.startswith("  ") and ":" in line and not line.lstrip().startswith(("-", "#", "command", "timeout", "steps")):
+        exempt = ("-", "#", "command", "timeout", "steps")
+        if line.startswith("  ") and ":" in line and not line.lstrip().startswith(exempt):
             assert "#" in line, f"no comment on: {line}"
 
 
@@ -153,3 +164,56 @@ def test_auto_workers_are_at_most_the_cpus_this_process_may_use() -> None:
 def test_workers_out_of_range_names_what_is_allowed(value: str) -> None:
     with pytest.raises(ConfigError, match=r"server.workers = .* expected auto or a whole number from 1 to 256"):
         load(None, {"LAUNCHER_SERVER_WORKERS": value})
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        (
+            {"MYSQL_SSL_MODE": "verify_ca"},
+            "database.ssl_ca (the default): required when database.ssl_mode is verify_ca",
+        ),
+        (
+            {"MYSQL_SSL_MODE": "sometimes"},
+            "database.ssl_mode (from MYSQL_SSL_MODE; value not shown): expected 'disabled'",
+        ),
+        ({"MYSQL_SSL_CERT": "/c.pem"}, "database.ssl_key (the default): required when database.ssl_cert is set"),
+        (
+            {"LAUNCHER_SERVER_SSL_KEYFILE": "/k.pem"},
+            "server.ssl_certfile (the default): required when server.ssl_keyfile",
+        ),
+        (
+            {"LAUNCHER_SERVER_MAX_BODY_SIZE": "lots"},
+            "server.max_body_size = 'lots' (from LAUNCHER_SERVER_MAX_BODY_SIZE)",
+        ),
+        ({"LAUNCHER_SERVER_WORKERS": "9", "LAUNCHER_SERVER_MAX_WORKERS": "4"}, "must be at most max_workers"),
+    ],
+)
+def test_new_settings_are_checked_like_the_rest(env: dict[str, str], expected: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load(None, env)
+    assert expected in str(err.value)
+
+
+def test_a_password_pymysql_cannot_send_is_a_config_error_naming_the_key() -> None:
+    with pytest.raises(ConfigError) as err:
+        load(None, {"MYSQL_PASSWORD": "pässwörd-日本"})
+    message = str(err.value)
+    assert "database.password (from MYSQL_PASSWORD; value not shown): has characters outside Latin-1" in message
+    assert "日本" not in message
+    assert load(None, {"MYSQL_PASSWORD": "pässwörd"}).database.password.reveal() == "pässwörd", "Latin-1 is fine"
+
+
+def test_sizes_take_binary_units() -> None:
+    cfg = load(None, {"LAUNCHER_SERVER_MAX_BODY_SIZE": "64k", "LAUNCHER_SERVER_MAX_HEAD_SIZE": "1M"})
+    assert (cfg.server.max_body_size, cfg.server.max_head_size) == (64 * 1024, 1024 * 1024)
+
+
+def test_patterns_come_as_a_list_or_as_commas_from_the_environment(tmp_path: Path) -> None:
+    assert load(None, {"LAUNCHER_SERVER_RELOAD_INCLUDE": "*.py, *.html"}).server.reload_include == ("*.py", "*.html")
+    assert load(write(tmp_path, "server:\n  reload_exclude: [tests/*]\n"), {}).server.reload_exclude == ("tests/*",)
+
+
+def test_a_renamed_key_says_what_it_became(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"liveness.path \(in .*\): liveness checks no longer need a route"):
+        load(write(tmp_path, "liveness:\n  path: /api/live\n"), {})

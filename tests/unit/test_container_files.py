@@ -1,4 +1,5 @@
 """Dockerfile and compose.yaml, checked by parsing them (no Docker engine runs here)."""
+
 from __future__ import annotations
 
 import json

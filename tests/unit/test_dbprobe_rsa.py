@@ -1,4 +1,5 @@
 """The probe's PyMySQL runs without `cryptography` until a login needs RSA, then encrypts correctly."""
+
 from __future__ import annotations
 
 import subprocess

@@ -1,4 +1,5 @@
 """Knocking on the DB's port: a login is skipped only when the kernel says nothing listens."""
+
 from __future__ import annotations
 
 import socket

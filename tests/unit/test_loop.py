@@ -1,11 +1,13 @@
 """The supervisor's event loop: timers in order, cancellation that frees memory, calls from
 threads, and real signals through the wake-up channel."""
+
 from __future__ import annotations
 
 import gc
 import os
 import signal
 import threading
+import time
 
 from launcher.supervisor.loop import COMPACT_AT, Loop
 
@@ -107,3 +109,22 @@ def test_a_timer_set_already_due_waits_for_the_next_poll() -> None:
     loop.run(until=woke.is_set, deadline=loop.time() + 5)
     loop.close()
     assert woke.is_set() and ran
+
+
+def test_every_signal_delivered_during_one_wake_up_counts() -> None:
+    """Three SIGTTIN while the loop is busy are three more workers, not one."""
+    loop = Loop()
+    got: list[str] = []
+    loop.add_signal_handler(signal.SIGTTIN, lambda: got.append("ttin"))
+
+    def busy() -> None:
+        for _ in range(3):  # each delivered on its own while the loop works
+            os.kill(os.getpid(), signal.SIGTTIN)
+            time.sleep(0.05)
+
+    loop.call_soon_threadsafe(busy)
+    try:
+        loop.run(until=lambda: len(got) >= 3, deadline=loop.time() + 5)
+    finally:
+        loop.close()
+    assert got == ["ttin"] * 3

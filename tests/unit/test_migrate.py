@@ -1,4 +1,5 @@
 """The migration step's fast path: it may skip alembic only when the history is linear and known."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -32,4 +33,4 @@ def test_a_merge_leaves_the_decision_to_alembic(tmp_path: Path) -> None:
 
 
 def test_the_projects_own_migrations_have_one_head() -> None:
-    assert head_revision(VERSIONS) == "0001"
+    assert head_revision(VERSIONS) == "0002"

@@ -1,5 +1,6 @@
 """The launcher's own 503 responder, in process on a real socket: floods, hold-and-churn above
 the cap, a full descriptor table, bare line feeds, and greetings of other protocols."""
+
 from __future__ import annotations
 
 import gc
@@ -11,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -19,6 +20,11 @@ from launcher.supervisor import unavailable
 from launcher.supervisor.loop import Loop
 from launcher.supervisor.unavailable import Unavailable
 from tests.support import ROOT, flood
+
+
+def page(reason: str) -> Callable[[], tuple[str, bytes]]:
+    """The body the shell gives: the reason as JSON."""
+    return lambda: ("application/json", json.dumps({"status": "unavailable", "detail": reason}).encode())
 
 
 class Responder:
@@ -29,7 +35,7 @@ class Responder:
         self.port = self.listener.getsockname()[1]
         self.loop = Loop()
         self.warnings: list[str] = []
-        self.unavailable = Unavailable(self.loop, self.listener, lambda: "waiting for database", self.warnings.append)
+        self.unavailable = Unavailable(self.loop, self.listener, page("waiting for database"), self.warnings.append)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -37,7 +43,7 @@ class Responder:
         self.unavailable.set(True)
         self.loop.run(until=self._stop.is_set)
 
-    def start(self) -> "Responder":
+    def start(self) -> Responder:
         self._thread.start()
         return self
 
@@ -96,11 +102,14 @@ def test_a_request_with_bare_line_feeds_gets_a_503(responder: Responder) -> None
     assert responder.ask(b"GET /api/health HTTP/1.1\nHost: x\n\n").startswith(b"HTTP/1.1 503 ")
 
 
-@pytest.mark.parametrize("greeting", [
-    b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(32),  # a TLS ClientHello
-    b"SSH-2.0-OpenSSH_9.2\r\n",
-    b"\x00\x01\x02garbage" * 100,
-])
+@pytest.mark.parametrize(
+    "greeting",
+    [
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(32),  # a TLS ClientHello
+        b"SSH-2.0-OpenSSH_9.2\r\n",
+        b"\x00\x01\x02garbage" * 100,
+    ],
+)
 def test_other_protocols_are_closed_at_once(responder: Responder, greeting: bytes) -> None:
     started = time.monotonic()
     assert responder.ask(greeting) == b""
@@ -110,8 +119,7 @@ def test_other_protocols_are_closed_at_once(responder: Responder, greeting: byte
 def test_a_flood_of_half_sent_heads_leaves_no_connection_or_timer_behind(responder: Responder) -> None:
     gc.disable()  # what the flood leaves must be freed by reference counting, not by the cyclic GC
     try:
-        threads = [threading.Thread(target=flood, args=(responder.port, 2.0, b"GET /" + b"a" * 9000))
-                   for _ in range(4)]
+        threads = [threading.Thread(target=flood, args=(responder.port, 2.0, b"GET /" + b"a" * 9000)) for _ in range(4)]
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -194,7 +202,7 @@ from launcher.supervisor.unavailable import Unavailable
 listener = socket.create_server(("127.0.0.1", 0), backlog=512)
 loop = Loop()
 warnings = []
-responder = Unavailable(loop, listener, lambda: "waiting for database", warnings.append)
+responder = Unavailable(loop, listener, lambda: ("application/json", b"{}"), warnings.append)
 responder.set(True)
 resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
 hog = []
@@ -217,8 +225,9 @@ loop.run(until=lambda: False, deadline=loop.time() + 2.0)
 
 
 def test_a_full_descriptor_table_neither_spins_nor_misreports_the_probe() -> None:
-    helper = subprocess.Popen([sys.executable, "-c", FULL_TABLE], cwd=ROOT, stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True)
+    helper = subprocess.Popen(
+        [sys.executable, "-c", FULL_TABLE], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     assert helper.stdin and helper.stdout
     try:
         port = int(helper.stdout.readline())

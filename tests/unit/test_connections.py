@@ -1,7 +1,8 @@
 """The connection budget: workers x (pool_size + max_overflow) + 1 probe against max_connections."""
+
 from __future__ import annotations
 
-from launcher.supervisor.budget import connection_warning, needed
+from launcher.supervisor.connections import connection_warning, needed
 
 
 def test_the_defaults_need_fifteen_connections_a_worker_and_one_probe() -> None:

@@ -5,9 +5,10 @@ Each worker holds its own SQLAlchemy pool: up to pool_size + max_overflow connec
 own connection, workers x (pool_size + max_overflow) + 1 must fit in MySQL's max_connections
 (151 by default), or a busy moment ends in 'Too many connections'.
 """
+
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 POOL_SIZE = 5
 MAX_OVERFLOW = 10
@@ -31,6 +32,8 @@ def connection_warning(workers: int, env: Mapping[str, str], max_connections: in
     want = needed(workers, env)
     if want <= max_connections:
         return None
-    return (f"{workers} workers x (API_DB_POOL_SIZE + API_DB_MAX_OVERFLOW) + {PROBES} probe = {want} connections, "
-            f"more than the server's max_connections={max_connections}; lower the pool sizes or server.workers, "
-            "or raise max_connections")
+    return (
+        f"{workers} workers x (API_DB_POOL_SIZE + API_DB_MAX_OVERFLOW) + {PROBES} probe = {want} connections, "
+        f"more than the server's max_connections={max_connections}; lower the pool sizes or server.workers, "
+        "or raise max_connections"
+    )

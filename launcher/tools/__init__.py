@@ -1,0 +1,1 @@
+"""The operator's commands: short-lived processes of their own, never resident."""
