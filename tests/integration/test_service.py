@@ -41,7 +41,7 @@ def test_the_original_routes_answer_exactly_what_the_service_always_did(launcher
 def test_a_sane_request_id_is_kept_and_any_other_replaced(launcher: Start, given: str, kept: bool) -> None:
     service = launcher()
     service.wait_status(200)
-    response = httpx.get(service.url + "/api/test", headers={"X-Request-ID": given.encode("utf-8")}, timeout=5)
+    response = httpx.get(service.url + "/api/test", headers={b"X-Request-ID": given.encode("utf-8")}, timeout=5)
     echoed = response.headers["x-request-id"]
     assert (echoed == given) is kept
     assert 1 <= len(echoed) <= 128 and all(c.isalnum() or c in "-_.:" for c in echoed)
