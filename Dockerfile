@@ -1,7 +1,13 @@
-# The API container: the launcher is PID 1 and supervises uvicorn as its child.
-FROM python:3.11-slim
+# The API container: the launcher is PID 1 and supervises the uvicorn workers as its children.
+# PYTHON_IMAGE: the official image by default; the tests build a stand-in from Debian's packages
+# where no registry is reachable (tests/docker/images.py).
+ARG PYTHON_IMAGE=python:3.11-slim
+FROM ${PYTHON_IMAGE}
 
+# Unbuffered, so every log line shows at once in `docker logs`; no bytecode written at run time
+# (the root filesystem may be read-only; the code is compiled below, at build time).
 ENV PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
@@ -15,8 +21,6 @@ RUN pip install -r requirements.txt
 COPY alembic.ini config.yaml ./
 COPY launcher/ launcher/
 COPY api/ api/
-# Compiled at build time: the non-root user cannot write __pycache__, and every child
-# restart would pay for compiling again.
 RUN python -m compileall -q launcher api
 
 USER app

@@ -10,6 +10,8 @@ import pytest
 from localdb.server import MariaDB
 from tests.support import Launcher
 
+pytest_plugins = ["tests.docker.fixtures"]  # the engine, the images and a MariaDB container
+
 
 @pytest.fixture(scope="session")
 def mariadb_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MariaDB]:

@@ -15,7 +15,6 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import psutil
 import pytest
@@ -23,7 +22,8 @@ import pytest
 from localdb.server import MariaDB
 from tests.chaos.faults import DbFaults, DockerFaults, LocalFaults
 from tests.chaos.load import Load, Outcome
-from tests.support import ROOT, Launcher, alive, wait_until
+from tests.docker.fixtures import Mysql
+from tests.support import Launcher, alive, wait_until
 
 pytestmark = pytest.mark.chaos
 
@@ -222,37 +222,22 @@ def test_child_fault_under_load(launcher: Start, local_faults: LocalFaults, faul
     check_aftermath(watch, load, local_faults.note_ids())
 
 
-# The same scenarios against compose.yaml's mysql service -------------------------------
+# The same scenarios against a MariaDB container, through the docker SDK ------------------
 
-
-def _compose_mysql() -> DockerFaults:
-    try:
-        import docker  # type: ignore[import-untyped]  # the optional Docker backend
-
-        client = docker.from_env()
-        client.ping()
-    except Exception as err:  # the SDK raises several types when no engine answers
-        pytest.skip(f"no Docker engine answers ({type(err).__name__}); start one and `docker compose up -d mysql`")
-    containers = client.containers.list(filters={"label": "com.docker.compose.service=mysql"})
-    env_file = ROOT / ".env"
-    if not containers or not env_file.exists():
-        pytest.skip("run `cp .env.example .env && docker compose up -d mysql` first")
-    container = containers[0]
-    address = next(iter(container.attrs["NetworkSettings"]["Networks"].values()))["IPAddress"]
-    env = dict(line.split("=", 1) for line in _env_lines(env_file))
-    return DockerFaults(container, env, (address, 3306))
-
-
-def _env_lines(path: Path) -> list[str]:
-    return [line for line in path.read_text().splitlines() if "=" in line and not line.startswith("#")]
+DOCKER_FAULTS = {
+    "stopped": DbFault(lambda f: f.stop(), lambda f: f.start(), 3.0),
+    "killed": DbFault(lambda f: f.kill(), lambda f: f.start(), 2.0),
+    "paused": DbFault(lambda f: f.freeze(), lambda f: f.thaw(), 5.0),
+    "restarted": DbFault(lambda f: f.restart(), lambda f: None, 0.0),
+}
 
 
 @pytest.mark.docker
-@pytest.mark.parametrize("policy", ["restart", "swap"])
-@pytest.mark.parametrize("fault", list(DB_FAULTS))
-def test_compose_mysql_fault_under_load(launcher: Start, fault: str, policy: str) -> None:
-    faults = _compose_mysql()
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("fault", list(DOCKER_FAULTS))
+def test_mysql_container_fault_under_load(launcher: Start, mysql: Mysql, fault: str, workers: int) -> None:
+    faults = DockerFaults(mysql.container, mysql.env, ("127.0.0.1", mysql.port))
     try:
-        db_scenario(launcher, faults, DB_FAULTS[fault], policy)
+        db_scenario(launcher, faults, DOCKER_FAULTS[fault], "swap", workers)
     finally:
         faults.close()

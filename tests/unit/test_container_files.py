@@ -87,3 +87,22 @@ def test_every_file_the_image_copies_exists() -> None:
     for rest in instructions("COPY"):
         for source in rest.split()[:-1]:
             assert (ROOT / source).exists(), source
+
+
+def test_the_base_image_is_a_build_argument_with_the_official_image_by_default() -> None:
+    assert "PYTHON_IMAGE=python:3.11-slim" in instructions("ARG")
+    assert instructions("FROM") == ["${PYTHON_IMAGE}"]
+
+
+def test_no_bytecode_is_written_at_run_time() -> None:
+    assert any("PYTHONDONTWRITEBYTECODE=1" in env for env in instructions("ENV"))
+
+
+def test_the_build_context_leaves_out_tests_benches_and_local_state() -> None:
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert {"tests", "bench", "localdb", ".venv", ".localdb", ".git", ".env"} <= set(ignored)
+
+
+def test_the_development_override_mounts_the_source_and_reloads() -> None:
+    dev = yaml.safe_load((ROOT / "compose.dev.yaml").read_text())["services"]["api"]
+    assert "--reload" in dev["command"] and any(v.startswith("./api:/app/api") for v in dev["volumes"])
