@@ -22,6 +22,7 @@ import psutil
 
 from bench.peers import (
     BarePeer,
+    GranianPeer,
     GunicornPeer,
     LauncherPeer,
     LegacyPeer,
@@ -68,6 +69,7 @@ class Bench:
     timelines: dict[str, dict[str, list[tuple[float, str]]]] = field(default_factory=dict)
 
     def peer(self, kind: type[Peer], name: str, options: Mapping[str, Any] | None = None, **extra: str) -> Peer:
+        """A peer of `kind`; `options` are its own fields, `extra` more environment variables."""
         return kind(
             name=name, port=free_port(), env=self.db.env, workdir=self.workdir, extra_env=extra, **(options or {})
         )
@@ -355,15 +357,18 @@ def idle_cost(b: Bench, seconds: float = 60.0) -> None:
 
 
 def throughput(b: Bench, seconds: int = 5) -> None:
-    """Figure 6: GET /api/test with concurrent clients, launcher-run service against bare uvicorn."""
+    """Figure 6: GET /api/test with concurrent clients; every peer installed as its users install
+    it, so the launcher's workers are compared on what each peer really runs."""
     wrk = shutil.which("wrk")
     if wrk is None:
         raise RuntimeError("wrk is missing: apt-get install wrk (./dev bench does it)")
     peers = [
         _ready(b.peer(BarePeer, "bare uvicorn").start()),
         _ready(b.peer(LauncherPeer, "launcher").start()),
-        _ready(b.peer(GunicornPeer, "gunicorn -w 2 (uvicorn_worker)").start()),
         _ready(b.peer(LauncherPeer, "launcher (2 workers)", LAUNCHER_SERVER_WORKERS="2").start()),
+        _ready(b.peer(UvicornWorkersPeer, "uvicorn --workers 2").start()),
+        _ready(b.peer(GunicornPeer, "gunicorn -w 2 (uvicorn_worker)").start()),
+        _ready(b.peer(GranianPeer, "granian --workers 2").start()),
     ]
     results: dict[str, list[float | None]] = {p.name: [] for p in peers}
     try:
@@ -575,17 +580,24 @@ def _relative(points: list[tuple[float, str]], zero: float) -> list[tuple[float,
     return [(t - zero, r) for t, r in points]
 
 
-FIGURES: list[Callable[[Bench], None]] = [
-    cold_start,
-    child_crash,
-    recovery_and_detection,
-    long_outage,
-    late_boot,
-    late_boot_empty,
-    idle_cost,
-    throughput,
-    clean_stop,
-    flood,
-    worker_crash,
-    pool_memory,
-]
+def all_figures() -> list[Callable[[Bench], None]]:
+    """In the order they run; the newer ones live in more_figures.py."""
+    from bench import more_figures
+
+    return [
+        cold_start,
+        child_crash,
+        recovery_and_detection,
+        long_outage,
+        late_boot,
+        late_boot_empty,
+        idle_cost,
+        throughput,
+        clean_stop,
+        flood,
+        worker_crash,
+        pool_memory,
+        more_figures.worker_limits,
+        more_figures.reload_mode,
+        more_figures.image_size,
+    ]

@@ -1,4 +1,4 @@
-"""The supervisors compared, each started the way its users start it, on its own port."""
+"""The supervisors compared, each installed and started the way its users do, on its own port."""
 
 from __future__ import annotations
 
@@ -9,11 +9,24 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import psutil
 
+from bench import venvs
+
 ROOT = Path(__file__).resolve().parent.parent
-UVICORN = [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--no-access-log"]
+
+
+def uvicorn(*args: str) -> list[str]:
+    """uvicorn from its own environment, as its users run it."""
+    return [venvs.python("uvicorn"), "-m", "uvicorn", "--host", "127.0.0.1", "--no-access-log", *args]
+
+
+def restarted(python: str, *command: str) -> list[str]:
+    """Under the stand-in for Docker's `restart: always` (bench/docker_restart.py)."""
+    return [python, "-m", "bench.docker_restart", *command]
+
 
 SUPERVISORD_CONF = """[supervisord]
 nodaemon=true
@@ -42,6 +55,12 @@ class Peer:
     workdir: Path
     extra_env: Mapping[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
+    prefix: list[str] = field(default_factory=list)  # e.g. prlimit, to start it with fewer descriptors
+    environment: ClassVar[str] = ""  # bench/requirements/<environment>.txt; "" is the project's own venv
+
+    @property
+    def python(self) -> str:
+        return venvs.python(self.environment) if self.environment else sys.executable
 
     def command(self) -> list[str]:
         raise NotImplementedError
@@ -54,7 +73,7 @@ class Peer:
         log = open(self.log_path, "ab")
         env = {**os.environ, **self.env, **self.extra_env, "PYTHONUNBUFFERED": "1"}
         self.process = subprocess.Popen(
-            self.command(),
+            [*self.prefix, *self.command()],
             cwd=ROOT,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -125,60 +144,48 @@ class LauncherPeer(Peer):
 class LegacyPeer(Peer):
     """uvicorn with the old import-time wait_for_db(), under a Docker `restart: always` stand-in."""
 
+    environment = "uvicorn"
+
     def command(self) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "bench.docker_restart",
-            *UVICORN,
-            "--port",
-            str(self.port),
-            "bench.legacy_app:app",
-        ]
+        return restarted(self.python, *uvicorn("--port", str(self.port), "bench.legacy_app:app"))
 
 
 class SupervisordPeer(Peer):
+    environment = "supervisord"
+
     def command(self) -> list[str]:
         conf = self.workdir / f"{self.name}.conf"
         environment = ",".join(f'{k}="{v}"' for k, v in {**self.env, "PYTHONUNBUFFERED": "1"}.items())
-        uvicorn = " ".join([*UVICORN, "--port", str(self.port), "api.main:app"])
-        conf.write_text(SUPERVISORD_CONF.format(dir=self.workdir, command=uvicorn, root=ROOT, environment=environment))
-        return [sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)]
+        program = " ".join(uvicorn("--port", str(self.port), "api.main:app"))
+        conf.write_text(SUPERVISORD_CONF.format(dir=self.workdir, command=program, root=ROOT, environment=environment))
+        return [self.python, "-m", "supervisor.supervisord", "-c", str(conf)]
 
 
 class UvicornWorkersPeer(Peer):
     """`uvicorn --workers 2` under the Docker `restart: always` stand-in."""
 
+    environment = "uvicorn"
+
     def command(self) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "bench.docker_restart",
-            *UVICORN,
-            "--workers",
-            "2",
-            "--port",
-            str(self.port),
-            "api.main:app",
-        ]
+        return restarted(self.python, *uvicorn("--workers", "2", "--port", str(self.port), "api.main:app"))
 
 
 @dataclass
 class GunicornPeer(Peer):
-    """gunicorn with two uvicorn_worker.UvicornWorker workers, under the same stand-in."""
+    """gunicorn with uvicorn_worker.UvicornWorker workers, under the same stand-in."""
 
     preload: bool = False
+    workers: int = 2
+    environment = "gunicorn"
 
     def command(self) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "bench.docker_restart",
-            sys.executable,
+        return restarted(
+            self.python,
+            self.python,
             "-m",
             "gunicorn",
             "-w",
-            "2",
+            str(self.workers),
             "-k",
             "uvicorn_worker.UvicornWorker",
             "-b",
@@ -187,7 +194,43 @@ class GunicornPeer(Peer):
             "10",
             *(["--preload"] if self.preload else []),
             "api.main:app",
-        ]
+        )
+
+
+class GranianPeer(Peer):
+    """granian with two workers (its Rust HTTP server, the ASGI interface), under the same stand-in."""
+
+    environment = "granian"
+
+    def command(self) -> list[str]:
+        return restarted(
+            self.python,
+            self.python,
+            "-m",
+            "granian",
+            "--interface",
+            "asgi",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--workers",
+            "2",
+            "--no-access-log",
+            "api.main:app",
+        )
+
+
+@dataclass
+class UvicornReloadPeer(Peer):
+    """`uvicorn --reload` on an app of `app_dir`, as the service's original Dockerfile ran it."""
+
+    app_dir: Path = ROOT
+    environment = "uvicorn"
+
+    def command(self) -> list[str]:
+        folder = str(self.app_dir)
+        return uvicorn("--reload", "--reload-dir", folder, "--app-dir", folder, "--port", str(self.port), "main:app")
 
 
 def worker_pids(peer: Peer) -> list[int]:
@@ -227,8 +270,10 @@ def _children(p: psutil.Process) -> list[psutil.Process]:
 
 
 class BarePeer(Peer):
+    environment = "uvicorn"
+
     def command(self) -> list[str]:
-        return [*UVICORN, "--port", str(self.port), "api.main:app"]
+        return uvicorn("--port", str(self.port), "api.main:app")
 
     def server_pid(self) -> int | None:
         return self.process.pid if self.process and self.process.poll() is None else None

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 
+from bench import venvs
 from bench.figures import Row
 
 COLOURS = {"200": "#2e7d32", "503": "#f9a825", "refused": "#c62828", "reset": "#6a1b9a", "hung": "#424242"}
@@ -21,6 +22,7 @@ LAUNCHERS = ("launcher", "launcher (restart)", "launcher (swap)", "launcher (swa
 SWAP = ("launcher (swap)", "launcher (swap, 2 workers)")  # the default policy, at 1 and 2 workers
 DEFAULT = ("launcher (default policy)", "launcher (default policy, 2 workers)")
 GUNICORN, PRELOAD = "gunicorn -w 2 (uvicorn_worker)", "gunicorn -w 2 --preload (uvicorn_worker)"
+GUNICORN_1 = "gunicorn -w 1 (uvicorn_worker)"
 Lookup = Callable[[str, str, str], float | None]
 
 
@@ -124,6 +126,39 @@ TARGETS = [
         "< gunicorn -w 2, < uvicorn --workers 2, <= 1.15 x gunicorn --preload",
         _memory,
     ),
+    Target(
+        "11 worker limits",
+        ("launcher",),
+        "RSS growth at the peak of 20",
+        "< gunicorn -w 1's",
+        _vs("11 worker limits", GUNICORN_1, "RSS growth at the peak of 20", float.__lt__),
+    ),
+    Target("11 worker limits", ("launcher",), "RSS kept 5 s after the POSTs", "<= 10 MB", _below(10.0)),
+    Target(
+        "11 worker limits",
+        ("launcher",),
+        "RSS growth at the peak of 12",
+        "< gunicorn -w 1's",
+        _vs("11 worker limits", GUNICORN_1, "RSS growth at the peak of 12", float.__lt__),
+    ),
+    Target("11 worker limits", ("launcher",), "RSS kept 5 s after the pipelining", "<= 10 MB", _below(10.0)),
+    Target(
+        "11 worker limits",
+        ("launcher",),
+        "fresh clients",
+        "42 of 42",
+        lambda row, med: row.median is not None and row.median == 42,
+    ),
+    Target("12 reload", ("launcher --reload",), "requests not answered", "0", _never),
+    Target(
+        "12 reload",
+        ("launcher --reload",),
+        "save",
+        "<= uvicorn --reload",
+        _vs("12 reload", "uvicorn --reload", "save", float.__le__),
+    ),
+    Target("12 reload", ("launcher --reload",), "CPU", "<= 0.5 %", _below(0.5)),
+    Target("13 image", ("the launcher's image (Dockerfile)",), "added", "<= 5 MB", _below(5.0)),
 ]
 
 
@@ -186,9 +221,21 @@ def ratios(rows: list[Row]) -> list[str]:
 def machine() -> str:
     cpus = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
     mariadb = subprocess.run(["/usr/sbin/mariadbd", "--version"], capture_output=True, text=True).stdout.strip()
-    versions = ", ".join(f"{p} {version(p)}" for p in ("uvicorn", "fastapi", "sqlalchemy", "pymysql", "supervisor"))
+    ours = ", ".join(
+        f"{p} {version(p)}" for p in ("uvicorn", "uvloop", "httptools", "fastapi", "sqlalchemy", "pymysql")
+    )
+    peers = "; ".join(
+        f"{name}: {venvs.versions(name, *packages)}"
+        for name, packages in (
+            ("uvicorn", ("uvicorn", "uvloop", "httptools")),
+            ("gunicorn", ("gunicorn", "uvicorn-worker", "uvicorn", "uvloop", "httptools")),
+            ("granian", ("granian",)),
+            ("supervisord", ("supervisor",)),
+        )
+    )
     return (
-        f"{platform.platform()}, {cpus} cores, Python {sys.version.split()[0]}; {versions}; {mariadb}; "
+        f"{platform.platform()}, {cpus} cores, Python {sys.version.split()[0]}; the launcher's venv: {ours}; "
+        f"each peer in a venv of its own as its users install it ({peers}); {mariadb}; "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
     )
 

@@ -14,7 +14,7 @@ OUT = Path(__file__).resolve().parent
 
 
 def main(argv: list[str]) -> int:
-    names = [f.__name__ for f in figures.FIGURES]
+    names = [f.__name__ for f in figures.all_figures()]
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--only", nargs="+", choices=names, default=names)
     parser.add_argument("--out", type=Path, default=OUT, help="where RESULTS.md and availability.png go")
@@ -25,7 +25,7 @@ def main(argv: list[str]) -> int:
         db.start()
         bench = figures.Bench(db, Path(tmp))
         try:
-            for figure in figures.FIGURES:
+            for figure in figures.all_figures():
                 if figure.__name__ in args.only:
                     print(f"{figure.__name__}: {figure.__doc__.splitlines()[0] if figure.__doc__ else ''}", flush=True)
                     figure(bench)

@@ -1005,9 +1005,10 @@ def _build_template(s: State, now: float) -> State:
 
 
 def _run_step(s: State, now: float) -> State:
-    """The target revision's prestart steps, one by one, once the DB answers; a `python -m`
-    step is forked from the revision's template once it is ready (the app's imports are
-    made, and the code is the one the new workers will run)."""
+    """The target revision's prestart steps, one by one, once the DB answers. A `python -m`
+    step is forked from the revision's ready template (no interpreter start, no imports); on a
+    first start it is spawned meanwhile if the template still imports, which overlaps the
+    two; a reload waits for its template, so its steps run the code its workers will run."""
     d, o = s.desired, s.observed
     revision = d.target.revision
     steps = revision.config.prestart.steps
@@ -1017,8 +1018,8 @@ def _run_step(s: State, now: float) -> State:
     template = None
     if steps[done].module_argv() and revision.number not in o.cold:
         template = forkable_template(s, revision.number)
-        if template is None:
-            return s  # its template still imports the app: the step runs forked from it, on the same code
+        if template is None and reloading(s):
+            return s  # a reload's steps run forked from its template: the very code its workers will run
     s, proc = _new_id(s)
     s = _observe(s, step=Step(proc, rev, done, now), steps_done=(rev, done))
     return _emit(s, RunStep(proc, steps[done], template, revision.config))

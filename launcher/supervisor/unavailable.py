@@ -85,18 +85,18 @@ class _Client:
             data = b""
         if not data:
             self.close()
-        elif not self.answered:
-            self.read_head(data)
+        elif self.head is not None:
+            self.read_head(self.head + data)
         # Once answered, what the client still sends (a request body) is read and dropped:
         # closing with unread data makes the kernel send RST, and the client would lose the answer.
 
-    def read_head(self, data: bytes) -> None:
-        assert self.head is not None
-        if not self.head and data[0] not in _METHOD_START:
+    def read_head(self, head: bytes) -> None:
+        """`head`: all of the request head read so far."""
+        if head[0] not in _METHOD_START:
             self.close()
             return
-        self.head += data
-        line, newline, _ = self.head.partition(b"\n")
+        self.head = head
+        line, newline, _ = head.partition(b"\n")
         if newline and not _REQUEST_LINE.fullmatch(line):
             self.close()
             return

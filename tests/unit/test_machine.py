@@ -175,6 +175,12 @@ def test_a_python_module_step_is_forked_from_the_ready_template() -> None:
     assert action.template == run.template and action.step == MIGRATE
 
 
+def test_on_a_first_start_a_step_runs_while_the_template_still_imports() -> None:
+    run = Run(conf(steps=(MIGRATE,)))
+    (action,) = [a for a in run.up(0.1) if isinstance(a, ev.RunStep)]
+    assert action.template is None, "spawned at once: it overlaps the template's import"
+
+
 def test_a_failed_prestart_step_is_retried_with_the_backoff_and_no_worker_starts() -> None:
     run = Run(conf(steps=(MIGRATE,)))
     run.ready(0.0, run.template)
