@@ -19,6 +19,7 @@ import psutil
 from bench.figures import Bench, Row, _ready, _until, _workers_up
 from bench.peers import GunicornPeer, LauncherPeer, Peer, UvicornReloadPeer, worker_pids
 from bench.probe import Timeline, first, outcome
+from tests.app_sources import versioned
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -127,18 +128,6 @@ def _fresh_clients(peer: Peer) -> float:
 
 # Reload mode (figure 12) --------------------------------------------------------------------
 
-RELOAD_APP = """
-async def app(scope, receive, send):
-    if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            await send({{"type": message["type"] + ".complete"}})
-            if message["type"] == "lifespan.shutdown":
-                return
-    await send({{"type": "http.response.start", "status": 200, "headers": []}})
-    await send({{"type": "http.response.body", "body": b"{version}"}})
-"""
-
 
 def reload_peers(b: Bench, folder: Path) -> list[Peer]:
     config = b.workdir / "reload.yaml"
@@ -156,7 +145,7 @@ def reload_mode(b: Bench, edits: int = 10, idle: float = 10.0) -> None:
     folder = b.workdir / "reload-app"
     folder.mkdir(exist_ok=True)
     for peer in reload_peers(b, folder):
-        (folder / "main.py").write_text(RELOAD_APP.format(version="v0"))
+        (folder / "main.py").write_text(versioned("v0"))
         peer.start()
         if first(peer.url + "/", "200", time.monotonic(), 60) is None:
             raise RuntimeError(f"{peer.name} never served; see {peer.log_path}")
@@ -165,7 +154,7 @@ def reload_mode(b: Bench, edits: int = 10, idle: float = 10.0) -> None:
             time.sleep(2.0)
             with Timeline(peer.url + "/") as seen:
                 for edit in range(1, edits + 1):
-                    (folder / "main.py").write_text(RELOAD_APP.format(version=f"v{edit}"))
+                    (folder / "main.py").write_text(versioned(f"v{edit}"))
                     saved = time.monotonic()
                     took.append(_until(functools.partial(_serves, peer.port, f"v{edit}"), saved, 20))
                     time.sleep(max(0.0, saved + 2.0 - time.monotonic()))

@@ -607,22 +607,23 @@ def _crashed(s: State, revision: int, now: float, rand: float) -> State:
         b = replace(b, attempt=0)
     b = replace(b, failures=failures, healthy_since=now if serving(s) else None)
     s = _observe(s, budget=b)
-    if len(failures) > cfg.restart.max_restarts and not _served_within(s, now, cfg.restart.window):
+    spent = len(failures) > cfg.restart.max_restarts
+    if spent and not cfg.server.reload and not _served_within(s, now, cfg.restart.window):
         return _give_up(s, len(failures))
-    if len(failures) > cfg.restart.max_restarts and len(failures) == cfg.restart.max_restarts + 1:
+    if len(failures) == cfg.restart.max_restarts + 1:
+        why = "reload mode never gives up" if cfg.server.reload else "workers still serve, so the launcher goes on"
         s = _say(
             s,
             "warning",
             f"processes failed {len(failures)} times within {cfg.restart.window:g}s "
-            f"(budget {cfg.restart.max_restarts}); workers still serve, so the launcher "
-            "goes on replacing them",
+            f"(budget {cfg.restart.max_restarts}); {why} replacing them",
         )
     return _back_off(s, now, rand)
 
 
 def _served_within(s: State, now: float, window: float) -> bool:
     last = s.observed.budget.last_served
-    return bool(serving(s)) or (last is not None and now - last < window) or config(s).server.reload
+    return bool(serving(s)) or (last is not None and now - last < window)
 
 
 def _give_up(s: State, failures: int) -> State:
@@ -901,22 +902,26 @@ def _settle(s: State) -> State:
 
 
 def _retire_unwanted(s: State, now: float) -> State:
-    for proc, grace, why in _unwanted(s):
-        s = _retire(s, proc, grace, now, why)
+    once: dict[int, Grace] = {}
+    for proc, grace in _unwanted(s):
+        once.setdefault(proc, grace)
+    for proc, grace in once.items():
+        s = _retire(s, proc, grace, now)
     return s
 
 
-def _unwanted(s: State) -> list[tuple[int, Grace, str]]:
-    """Every running process that should not run, with how to stop it and why."""
+def _unwanted(s: State) -> list[tuple[int, Grace]]:
+    """Every running process that should not run, and how to stop it; a process listed for two
+    reasons (say, a surplus of a generation the `restart` policy stops) is stopped once."""
     d, o = s.desired, s.observed
     if d.stop is not None:
         grace = Grace.NONE if d.stop.fast else Grace.STOP
         singles = [t.id for t in o.templates] + ([o.step.id] if o.step is not None else [])
-        return [(proc, grace, "") for proc in singles + [w.id for w in o.workers]]
-    found = [(t.id, _template_grace(t), t.doomed) for t in o.templates if t.doomed]
-    found += [(t.id, Grace.STOP, "") for t in o.templates if not t.doomed and not _template_wanted(s, t)]
+        return [(proc, grace) for proc in singles + [w.id for w in o.workers]]
+    found = [(t.id, _template_grace(t)) for t in o.templates if t.doomed]
+    found += [(t.id, Grace.STOP) for t in o.templates if not t.doomed and not _template_wanted(s, t)]
     if o.step is not None and (o.step.doomed or o.step.revision != d.target.revision.number):
-        found.append((o.step.id, Grace.NONE, ""))
+        found.append((o.step.id, Grace.NONE))
     return found + _unwanted_workers(s)
 
 
@@ -932,26 +937,26 @@ def _template_wanted(s: State, t: Template) -> bool:
     return t.revision in wanted
 
 
-def _unwanted_workers(s: State) -> list[tuple[int, Grace, str]]:
+def _unwanted_workers(s: State) -> list[tuple[int, Grace]]:
     d, o = s.desired, s.observed
     sets = {d.target.number: d.target} | ({d.serving.number: d.serving} if d.serving else {})
     restart_off = config(s).on_db_loss is Policy.RESTART and not o.db.up
     found = []
     for w in o.workers:
         if w.doomed:
-            found.append((w.id, Grace.SHORT if w.serving else Grace.NONE, ""))
+            found.append((w.id, Grace.SHORT if w.serving else Grace.NONE))
         elif w.generation not in sets or restart_off:
-            found.append((w.id, Grace.STOP, ""))
+            found.append((w.id, Grace.STOP))
     for generation in sets.values():
         members = sorted(
             (w for w in o.workers if w.generation == generation.number and not w.doomed),
             key=lambda w: (w.serving, -w.started, -w.id),
         )  # the newest, starting ones go first
-        found += [(w.id, Grace.STOP, "") for w in members[: max(0, len(members) - generation.size)]]
+        found += [(w.id, Grace.STOP) for w in members[: max(0, len(members) - generation.size)]]
     return found
 
 
-def _retire(s: State, proc: int, grace: Grace, now: float, why: str) -> State:
+def _retire(s: State, proc: int, grace: Grace, now: float) -> State:
     """Hand a process over to be stopped: SIGTERM and a deadline, or SIGKILL at once."""
     o = s.observed
     s = _observe(

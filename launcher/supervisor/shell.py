@@ -137,8 +137,8 @@ class Supervisor:
         signals.release()
         self.start_threads()
         self.liveness.start()
-        if self.first is not None:
-            self.adopt(1, self.first, "template")
+        if self.first is not None:  # the machine knows it as its first template
+            self.adopt(self.state.observed.templates[0].id, self.first, "template")
         self.feed(Tick(self.now()))
         try:
             self.loop.run(until=lambda: self.code is not None)

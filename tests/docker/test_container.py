@@ -17,23 +17,13 @@ import httpx
 import pytest
 
 from localdb.server import free_port
+from tests.app_sources import versioned
 from tests.docker.fixtures import Images, Mysql, run
 from tests.support import ROOT, wait_until
 
 pytestmark = pytest.mark.docker
 
 TESTS_APP = {"LAUNCHER_SERVER_APP": "tests.apps:controllable"}
-VERSIONED = """
-async def app(scope, receive, send):
-    if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            await send({{"type": message["type"] + ".complete"}})
-            if message["type"] == "lifespan.shutdown":
-                return
-    await send({{"type": "http.response.start", "status": 200, "headers": []}})
-    await send({{"type": "http.response.body", "body": b"{version}"}})
-"""
 
 
 class Api:
@@ -170,7 +160,7 @@ def polling(service: Api, path: str) -> Iterator[list[int | None]]:
 def test_docker_kill_hup_serves_new_code_without_a_refused_request(
     engine: Any, built: Images, mysql: Mysql, tmp_path: Path
 ) -> None:
-    (tmp_path / "versioned.py").write_text(VERSIONED.format(version="one"))
+    (tmp_path / "versioned.py").write_text(versioned("one"))
     tmp_path.chmod(0o755)
     service = mounted(
         engine,
@@ -181,7 +171,7 @@ def test_docker_kill_hup_serves_new_code_without_a_refused_request(
     )
     try:
         service.wait(path="/")
-        (tmp_path / "versioned.py").write_text(VERSIONED.format(version="two"))
+        (tmp_path / "versioned.py").write_text(versioned("two"))
         with polling(service, "/") as seen:
             service.container.kill(signal="HUP")
             wait_until(lambda: service.text("/") == "two", 30, what=f"the new code\n{service.logs()}")

@@ -14,24 +14,18 @@ from pathlib import Path
 import pymysql
 
 from localdb.server import MariaDB
+from tests.app_sources import module
 from tests.integration.test_pool import Poller, pool
 from tests.support import Launcher, alive, wait_until
 
 Start = Callable[..., Launcher]
 
-STRICT = """
-async def app(scope, receive, send):
-    if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            await send({"type": message["type"] + ".complete"})
-            if message["type"] == "lifespan.shutdown":
-                return
+STRICT = module("""
     host = dict(scope["headers"]).get(b"host", b"")
     status = 200 if host == b"api.example.com" else 400  # Starlette's TrustedHostMiddleware answers the same
     await send({"type": "http.response.start", "status": status, "headers": []})
     await send({"type": "http.response.body", "body": b"strict"})
-"""
+""")
 
 
 def test_a_strict_app_is_never_killed_by_liveness(launcher: Start, tmp_path: Path) -> None:

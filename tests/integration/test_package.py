@@ -16,22 +16,10 @@ import httpx
 import pytest
 
 from localdb.server import MariaDB, free_port
+from tests.app_sources import answering
 from tests.support import ROOT, wait_until
 
-TINY = """
-import os
-
-
-async def app(scope, receive, send):
-    if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            await send({"type": message["type"] + ".complete"})
-            if message["type"] == "lifespan.shutdown":
-                return
-    await send({"type": "http.response.start", "status": 200, "headers": []})
-    await send({"type": "http.response.body", "body": f"tiny {os.getpid()}".encode()})
-"""
+TINY = answering('f"tiny {os.getpid()}".encode()', header="import os")
 
 
 @pytest.fixture(scope="module")

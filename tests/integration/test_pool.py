@@ -16,6 +16,7 @@ import httpx
 import psutil
 
 from localdb.server import MariaDB
+from tests.app_sources import versioned
 from tests.integration.test_pid1 import PID_NAMESPACE, needs_unshare
 from tests.support import Launcher, alive, wait_until
 
@@ -123,30 +124,15 @@ def test_sigttin_adds_a_worker_and_sigttou_removes_one(launcher: Start) -> None:
     assert service.status("/api/pid") == 200
 
 
-VERSIONED = """
-async def app(scope, receive, send):
-    if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({{"type": "lifespan.startup.complete"}})
-            else:
-                await send({{"type": "lifespan.shutdown.complete"}})
-                return
-    await send({{"type": "http.response.start", "status": 200, "headers": []}})
-    await send({{"type": "http.response.body", "body": b"{version}"}})
-"""
-
-
 def test_sighup_under_load_serves_the_new_code_without_a_refused_request(launcher: Start, tmp_path: Path) -> None:
-    (tmp_path / "versioned.py").write_text(VERSIONED.format(version="one"))
+    (tmp_path / "versioned.py").write_text(versioned("one"))
     service = launcher(
         config="server:\n  app: versioned:app\n  workers: 2\nprestart:\n  steps: []\n",
         env={"PYTHONPATH": str(tmp_path)},
     )
     service.wait_status(200, "/")
     old = [p.pid for p in service.workers()]
-    (tmp_path / "versioned.py").write_text(VERSIONED.format(version="two"))
+    (tmp_path / "versioned.py").write_text(versioned("two"))
     with Poller(service, "/") as poller:
         service.signal(signal.SIGHUP)
         wait_until(lambda: not alive(old), 20, what="the old workers retired")
@@ -155,7 +141,7 @@ def test_sighup_under_load_serves_the_new_code_without_a_refused_request(launche
 
 
 def test_a_reload_whose_code_fails_to_load_keeps_the_workers(launcher: Start, tmp_path: Path) -> None:
-    (tmp_path / "versioned.py").write_text(VERSIONED.format(version="one"))
+    (tmp_path / "versioned.py").write_text(versioned("one"))
     service = launcher(
         config="server:\n  app: versioned:app\n  workers: 2\nprestart:\n  steps: []\n",
         env={"PYTHONPATH": str(tmp_path)},

@@ -10,22 +10,11 @@ from pathlib import Path
 
 import httpx
 
+from tests.app_sources import versioned
 from tests.integration.test_pool import Poller
 from tests.support import Launcher, wait_until
 
 Start = Callable[..., Launcher]
-
-MAIN = """
-async def app(scope, receive, send):
-    if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            await send({{"type": message["type"] + ".complete"}})
-            if message["type"] == "lifespan.shutdown":
-                return
-    await send({{"type": "http.response.start", "status": 200, "headers": []}})
-    await send({{"type": "http.response.body", "body": b"{version}"}})
-"""
 
 
 def save(folder: Path, text: str) -> None:
@@ -38,10 +27,10 @@ def start(launcher: Start, folder: Path, text: str) -> Launcher:
 
 
 def test_an_edit_is_served_within_2s_and_no_request_fails(launcher: Start, tmp_path: Path) -> None:
-    service = start(launcher, tmp_path, MAIN.format(version="one"))
+    service = start(launcher, tmp_path, versioned("one"))
     service.wait_status(200, "/")
     with Poller(service, "/") as poller:
-        save(tmp_path, MAIN.format(version="two"))
+        save(tmp_path, versioned("two"))
         saved = time.monotonic()
         wait_until(lambda: service.get("/").text == "two", 10, what="the edit served")
         took = time.monotonic() - saved
@@ -51,13 +40,13 @@ def test_an_edit_is_served_within_2s_and_no_request_fails(launcher: Start, tmp_p
 
 
 def test_a_broken_save_keeps_the_old_code_and_the_fix_swaps(launcher: Start, tmp_path: Path) -> None:
-    service = start(launcher, tmp_path, MAIN.format(version="one"))
+    service = start(launcher, tmp_path, versioned("one"))
     service.wait_status(200, "/")
     with Poller(service, "/") as poller:
         save(tmp_path, "def app(:\n")
         service.wait_log("reload failed: template")
         assert service.get("/").text == "one"
-        save(tmp_path, MAIN.format(version="fixed"))
+        save(tmp_path, versioned("fixed"))
         wait_until(lambda: service.get("/").text == "fixed", 10, what="the fix served")
     assert set(poller.seen) == {200}
     assert service.log().count("SyntaxError") == 2, "the traceback once, and once in the reload failed line"
@@ -74,7 +63,7 @@ def test_a_first_start_that_does_not_import_shows_its_traceback_until_a_save_fix
     assert "Traceback" in page.text
     time.sleep(2)
     assert service.log().count("Traceback") == 1, "printed once: no retry until the code changes"
-    save(tmp_path, MAIN.format(version="one"))
+    save(tmp_path, versioned("one"))
     service.wait_status(200, "/", timeout=10)
 
 

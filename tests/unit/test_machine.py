@@ -32,7 +32,7 @@ class Run:
     def __init__(self, config: Config | None = None, template_spawned: bool = True) -> None:
         self.s = m.initial(config or conf(), 0.0, template_spawned)
         self.actions: list[ev.Action] = []
-        self.template = 1 if template_spawned else 0
+        self.template = self.s.observed.templates[0].id if template_spawned else 0  # the one the shell spawned
         self.started: list[int] = []  # workers, in the order the machine started them
 
     def __call__(self, event: ev.Event) -> list[ev.Action]:
@@ -747,6 +747,14 @@ def test_sigttou_retires_the_newest_worker_and_a_starting_one_first() -> None:
     (third,) = workers_in(run(ev.Resize(1.0, +1)))
     assert stopped(run(ev.Resize(1.1, -1))) == {third}
     assert stopped(run(ev.Resize(1.2, -1))) == {second}
+
+
+def test_a_resize_while_the_db_is_lost_under_restart_stops_each_worker_once() -> None:
+    run = Run(conf(server_workers="2", on_db_loss="restart"))
+    workers = run.running()
+    run.down(10.0)
+    actions = run(ev.Resize(10.2, -1)) + run.down(10.5) + run(ev.Resize(10.6, -1))
+    assert sorted(a.proc for a in actions if isinstance(a, ev.StopProc)) == sorted(workers)
 
 
 def test_sigusr1_logs_one_status_line() -> None:

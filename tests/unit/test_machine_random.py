@@ -71,9 +71,10 @@ class PoolHistory(RuleBasedStateMachine):
         self.cfg = replace(base, prestart=PrestartConfig(steps=steps, after_db_loss=after_db_loss))
         self.now = 0.0
         self.s = m.initial(self.cfg, 0.0, template_spawned=True)  # production: the template is spawned first
-        self.alive: set[int] = {1}
-        self.kinds: dict[int, type] = {1: ev.StartTemplate}
-        self.ever: set[int] = {1}
+        first = self.s.observed.templates[0].id
+        self.alive: set[int] = {first}
+        self.kinds: dict[int, type] = {first: ev.StartTemplate}
+        self.ever: set[int] = {first}
         self.feed(ev.Tick(0.0))
 
     def feed(self, event: ev.Event) -> list[ev.Action]:
