@@ -66,6 +66,7 @@ class Settings:
         )
         logging.getLogger("uvicorn.error").addHandler(STARTUP_ERRORS)  # after Config() set up logging
         config.load()
+        config.get_loop_factory()  # imports uvloop here, once, rather than in every worker
         return config
 
 
