@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import stat
-import tempfile
 from dataclasses import dataclass
 
 
@@ -25,7 +24,9 @@ class Published:
 
 
 def directory() -> str:
-    return os.environ.get("LAUNCHER_RUNTIME_DIR") or os.path.join(tempfile.gettempdir(), f"launcher-{os.getuid()}")
+    """Not `tempfile.gettempdir()`: that imports shutil, bz2 and lzma into the resident process."""
+    tmp = os.environ.get("TMPDIR") or "/tmp"
+    return os.environ.get("LAUNCHER_RUNTIME_DIR") or os.path.join(tmp, f"launcher-{os.getuid()}")
 
 
 def _own_directory(path: str) -> bool:

@@ -76,13 +76,15 @@ def _supervise(source: Source, cfg: Config, listener: socket.socket, log: logs.L
     except OSError:
         first = None  # the machine starts one itself, and decides what a failure means
     # Imported only now, so that the template imports the app while we import these.
-    from launcher.supervisor.libc import become_subreaper, one_malloc_arena
+    from launcher.supervisor.libc import become_subreaper, one_malloc_arena, release_free_memory
     from launcher.supervisor.shell import Supervisor
 
     become_subreaper()
     one_malloc_arena()  # before the watcher threads exist
     try:
-        code = Supervisor(source, cfg, listener, log, first).run()
+        supervisor = Supervisor(source, cfg, listener, log, first)
+        release_free_memory()
+        code = supervisor.run()
     except Exception as err:
         kill_descendants()  # the supervisor cleans up on its way out; this covers a failure before it ran
         log.error(

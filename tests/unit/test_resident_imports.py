@@ -16,6 +16,9 @@ FORBIDDEN = (
     "logging",
     "argparse",
     "pathlib",
+    "tempfile",  # it brings shutil, bz2 and lzma: ~1 MB resident
+    "shutil",
+    "lzma",
     "cryptography",
     "uvicorn",
     "fastapi",
