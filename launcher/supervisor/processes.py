@@ -85,8 +85,8 @@ class ProcessTable:
         return entry
 
     def claim(self, proc: int, pid: int, start: int) -> Claim | None:
-        """A process said its pid; None when the machine no longer knows it (it was retired
-        and forgotten before it was born: the shell kills that pid)."""
+        """A process said its pid; None when the table no longer knows it (its channel, the
+        only way a pid arrives, is closed once it is forgotten)."""
         entry = self.entries.get(proc)
         if entry is None:
             return None

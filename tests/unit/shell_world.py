@@ -56,7 +56,9 @@ class World:
     reaped: list[tuple[int, int, ExitStatus]] = field(default_factory=list)
     signals: list[tuple[int, signal.Signals]] = field(default_factory=list)
     wrong_signals: list[str] = field(default_factory=list)
-    free: list[int] = field(default_factory=lambda: list(range(4_000_001, 4_000_007)))
+    # Few enough pids that they are reused, enough for a swap at the largest size the tests
+    # use (3 serving, 3 new, a template and a step): with fewer, the new set can never complete.
+    free: list[int] = field(default_factory=lambda: list(range(4_000_001, 4_000_011)))
     cooling: list[tuple[int, int]] = field(default_factory=list)  # (pid, pumps left) before it is reused
     starts: Iterator[int] = field(default_factory=lambda: itertools.count(1000))
     supervisor: Supervisor | None = None
@@ -226,10 +228,11 @@ class Harness:
 
     def __init__(self, env: Mapping[str, str] | None = None) -> None:
         self.world = World()
-        self.config = load(None, {**FAST, **(env or {})})
+        environ = {**FAST, **(env or {})}
+        self.config = load(None, environ)
         self.listener = socket.create_server(("127.0.0.1", 0))
-        self.sup = Supervisor(
-            Source(None, {}), self.config, self.listener, Log(level="error"), effects=self.world.effects()
+        self.sup = Supervisor(  # a reload reads the same environment again, as the launcher's does
+            Source(None, environ), self.config, self.listener, Log(level="error"), effects=self.world.effects()
         )
         self.world.supervisor = self.sup
         self.sup.loop.call_later(PUMP_EVERY, self.world.pump)
