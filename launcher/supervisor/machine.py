@@ -22,8 +22,10 @@ the halves and emits every start and every stop.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from typing import Any
 
 from launcher.config import Config, Policy, restart_only_changes
 from launcher.exitcodes import ExitCode
@@ -381,16 +383,16 @@ def _new_id(s: State) -> tuple[State, int]:
     return replace(s, next_id=s.next_id + 1), s.next_id
 
 
-def _observe(s: State, **changes: object) -> State:
-    return replace(s, observed=replace(s.observed, **changes))  # type: ignore[arg-type]
+def _observe(s: State, **changes: Any) -> State:
+    return replace(s, observed=replace(s.observed, **changes))
 
 
-def _desire(s: State, **changes: object) -> State:
-    return replace(s, desired=replace(s.desired, **changes))  # type: ignore[arg-type]
+def _desire(s: State, **changes: Any) -> State:
+    return replace(s, desired=replace(s.desired, **changes))
 
 
-def _update_worker(s: State, proc: int, change: object) -> State:
-    workers = tuple(change(w) if w.id == proc else w for w in s.observed.workers)  # type: ignore[operator]
+def _update_worker(s: State, proc: int, change: Callable[[Worker], Worker]) -> State:
+    workers = tuple(change(w) if w.id == proc else w for w in s.observed.workers)
     return _observe(s, workers=workers)
 
 
